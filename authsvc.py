@@ -1,0 +1,701 @@
+#!/usr/bin/env python3
+"""authsvc: register, log in, stay logged in through a cookie, recover a password.
+
+A hand-routed Werkzeug WSGI application: every header, cookie and status code is set in
+this file, and every SQL statement is in store.py. Run it with
+
+    gunicorn authsvc:app      # production (see README.md for workers and threads)
+    python authsvc.py         # development server on http://127.0.0.1:5000
+
+Layout, top to bottom: configuration, errors, password and token helpers, `Auth` (the
+logic the course asks for), request helpers, the URL map, `AuthApp` (the HTTP layer),
+`create_app`, and the development server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import bcrypt
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from store import DuplicateEmail, Store, User, UserNotFound
+
+logger = logging.getLogger("authsvc")
+
+
+# =============================================================================================
+# Configuration
+# =============================================================================================
+
+
+class ConfigError(ValueError):
+    """A setting has a value authsvc cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the service, read once at start-up (see README.md, "Configuration")."""
+
+    db: str = "authsvc.db"
+    bcrypt_rounds: int = 12
+    session_ttl: int = 24 * 60 * 60
+    reset_ttl: int = 15 * 60
+    cookie_secure: bool = False
+    login_max_failures: int = 10
+    login_window: int = 15 * 60
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Build a Config from `AUTHSVC_*` variables, defaults for the ones not set.
+
+        Raises ConfigError naming the variable on a bad value, so a typo stops start-up
+        instead of running with a setting nobody asked for.
+        """
+        defaults = cls()
+        return cls(
+            db=_env_str(environ, "AUTHSVC_DB", defaults.db),
+            bcrypt_rounds=_env_int(
+                environ, "AUTHSVC_BCRYPT_ROUNDS", defaults.bcrypt_rounds, 4, 31
+            ),
+            session_ttl=_env_int(
+                environ, "AUTHSVC_SESSION_TTL", defaults.session_ttl, 1
+            ),
+            reset_ttl=_env_int(environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1),
+            cookie_secure=_env_bool(
+                environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure
+            ),
+            login_max_failures=_env_int(
+                environ, "AUTHSVC_LOGIN_MAX_FAILURES", defaults.login_max_failures, 1
+            ),
+            login_window=_env_int(
+                environ, "AUTHSVC_LOGIN_WINDOW", defaults.login_window, 1
+            ),
+        )
+
+
+def _env_str(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A non-empty string setting."""
+    value = environ.get(name, default).strip()
+    if not value:
+        raise ConfigError(f"{name} must not be empty")
+    return value
+
+
+def _env_int(
+    environ: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int,
+    maximum: int | None = None,
+) -> int:
+    """An integer setting within [minimum, maximum]."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    bounds = (
+        f"from {minimum} to {maximum}"
+        if maximum is not None
+        else f"of at least {minimum}"
+    )
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}")
+    return value
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off, any case."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(
+        f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}"
+    )
+
+
+# =============================================================================================
+# Domain errors
+# =============================================================================================
+# Auth raises these; AuthApp turns each into one status through DOMAIN_ERRORS below.
+# They subclass ValueError because the course's Auth raises ValueError, but the HTTP layer
+# never catches ValueError as such: a ValueError from anywhere else is a bug, and a 500.
+
+
+class UnknownEmail(ValueError):
+    """No user has this email (asked for a reset token)."""
+
+
+class InvalidToken(ValueError):
+    """The reset token is unknown, already used, expired, or belongs to another email."""
+
+
+class InvalidPassword(ValueError):
+    """The password cannot be hashed: bcrypt uses at most 72 bytes and refuses more."""
+
+
+# =============================================================================================
+# Passwords and tokens
+# =============================================================================================
+
+DEFAULT_BCRYPT_ROUNDS = Config.bcrypt_rounds
+BCRYPT_MAX_PASSWORD_BYTES = 72
+
+
+def _password_bytes(password: str) -> bytes:
+    """Encode a password for bcrypt, refusing what bcrypt 5 would raise on.
+
+    bcrypt reads at most 72 bytes; bcrypt 5 raises ValueError above that in both hashpw
+    and checkpw. Checking first lets every path answer a clear 400 instead of a 500.
+    """
+    encoded = password.encode("utf-8")
+    if len(encoded) > BCRYPT_MAX_PASSWORD_BYTES:
+        raise InvalidPassword(
+            f"password must be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes in UTF-8"
+        )
+    return encoded
+
+
+def _hash_password(password: str, rounds: int = DEFAULT_BCRYPT_ROUNDS) -> bytes:
+    """Return a salted bcrypt hash of `password` (the cost and salt are inside the hash)."""
+    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(rounds))
+
+
+def _generate_uuid() -> str:
+    """Return a new random UUID string: uuid4 draws its 122 random bits from os.urandom."""
+    return str(uuid.uuid4())
+
+
+def _digest(secret: str) -> str:
+    """SHA-256 of a session id or reset token: what the database stores instead of it.
+
+    The secrets are random 122-bit values, so a fast unsalted hash is enough: nobody can
+    guess one from its digest. Lookups go by digest through an index, so no Python code
+    ever compares a secret byte by byte (and so no timing side channel).
+    """
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+# =============================================================================================
+# Auth: the course's logic
+# =============================================================================================
+
+
+class Auth:
+    """Registration, login, sessions and password resets, on top of the store.
+
+    The HTTP layer calls only this class; this class calls only the store's public methods.
+    """
+
+    def __init__(
+        self, config: Config | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        """Open the store named by the configuration and apply the schema to it.
+
+        `clock` returns Unix seconds; tests pass their own to step past expiry times.
+        """
+        self._config = config or Config.from_env(os.environ)
+        self._clock = clock
+        self._db = Store(self._config.db)
+        self._db.initialize()
+
+    def close(self) -> None:
+        """Release this thread's database connection (called at the end of every request)."""
+        self._db.close()
+
+    def register_user(self, email: str, password: str) -> User:
+        """Create a user with a bcrypt hash of `password`.
+
+        Raises DuplicateEmail, a ValueError "User <email> already exists", when the email
+        is taken (the database's unique index decides), InvalidPassword past 72 bytes.
+        """
+        hashed = _hash_password(password, self._config.bcrypt_rounds)
+        return self._db.add_user(email, hashed.decode("ascii"))
+
+    def valid_login(self, email: str, password: str) -> bool:
+        """True when `email` is registered and `password` is its password."""
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            return False
+        return bcrypt.checkpw(
+            _password_bytes(password), user.hashed_password.encode("ascii")
+        )
+
+    def create_session(self, email: str) -> str | None:
+        """Start a new session for `email` and return its id, or None for an unknown email.
+
+        A fresh id at every login (no session fixation); it replaces the previous one,
+        which ends that session: one session per user, as in the course model.
+        """
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            return None
+        session_id = _generate_uuid()
+        self._db.update_user(
+            user.id,
+            session_id=_digest(session_id),
+            session_expires_at=self._clock() + self._config.session_ttl,
+        )
+        return session_id
+
+    def get_user_from_session_id(self, session_id: str | None) -> User | None:
+        """The user whose live session this is, or None (no id, unknown id, or expired)."""
+        if not session_id:
+            return None
+        try:
+            user = self._db.find_user_by(session_id=_digest(session_id))
+        except UserNotFound:
+            return None
+        if user.session_expires_at is None or user.session_expires_at <= self._clock():
+            return None
+        return user
+
+    def destroy_session(self, user_id: int) -> None:
+        """End the user's session, if any (logging out twice is not an error)."""
+        try:
+            self._db.update_user(user_id, session_id=None, session_expires_at=None)
+        except UserNotFound:
+            return
+
+    def get_reset_password_token(self, email: str) -> str:
+        """Issue a reset token for `email` (replacing any earlier one) and return it.
+
+        Raises UnknownEmail, a ValueError, when no user has this email.
+        """
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            raise UnknownEmail("no user has this email") from None
+        reset_token = _generate_uuid()
+        self._db.update_user(
+            user.id,
+            reset_token=_digest(reset_token),
+            reset_expires_at=self._clock() + self._config.reset_ttl,
+        )
+        return reset_token
+
+    def update_password(
+        self, reset_token: str, password: str, email: str | None = None
+    ) -> None:
+        """Set a new password with a reset token, which is then used up.
+
+        When `email` is given (the HTTP layer always gives it) the token must have been
+        issued for that email. The password change also ends the user's session.
+        Raises InvalidToken, a ValueError, for an unknown, used, expired or foreign
+        token; InvalidPassword past 72 bytes.
+        """
+        # Hash before taking the write lock: bcrypt takes a quarter of a second.
+        hashed = _hash_password(password, self._config.bcrypt_rounds).decode("ascii")
+        filters: dict[str, Any] = {"reset_token": _digest(reset_token)}
+        if email is not None:
+            filters["email"] = email
+        # One transaction: of two requests racing with one token, exactly one finds it.
+        with self._db.transaction():
+            try:
+                user = self._db.find_user_by(**filters)
+            except UserNotFound:
+                raise InvalidToken("reset token is not valid") from None
+            if user.reset_expires_at is None or user.reset_expires_at <= self._clock():
+                raise InvalidToken("reset token is not valid")
+            self._db.update_user(
+                user.id,
+                hashed_password=hashed,
+                reset_token=None,
+                reset_expires_at=None,
+                session_id=None,
+                session_expires_at=None,
+            )
+
+
+# =============================================================================================
+# Requests: size limit, body parsing, field validation
+# =============================================================================================
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_EMAIL_CHARS = 254  # RFC 5321's limit on a forward path
+MAX_TOKEN_CHARS = 64  # a uuid4 string has 36
+
+# One "@", something on each side, a dot in the domain, and no spaces or control
+# characters. Deliberately loose: the only real test of an address is mail reaching it.
+EMAIL_SHAPE = re.compile(
+    r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+"
+)
+
+
+class ApiRequest(Request):
+    """A Werkzeug request that refuses bodies over 64 KiB with 413 before reading them."""
+
+    max_content_length = MAX_BODY_BYTES
+
+
+class _JsonPairs(list):
+    """The key/value pairs of a JSON object, duplicates kept (see `_parse_json`)."""
+
+
+def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
+    """Parse `a=1&b=2`, refusing bytes that are not UTF-8.
+
+    Werkzeug's own form parser silently drops a body with invalid UTF-8 escapes, which
+    would turn into a misleading "email is required"; parsing it here says what is wrong.
+    """
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid UTF-8") from None
+
+
+def _parse_multipart(request: ApiRequest) -> list[tuple[str, str]]:
+    """The text fields of a multipart/form-data body (file parts are ignored).
+
+    Werkzeug decodes each part with errors="replace", so invalid UTF-8 shows up as U+FFFD.
+    """
+    pairs = list(request.form.items(multi=True))
+    for name, value in pairs:
+        if "\ufffd" in value:
+            raise BadRequest(f"{name} is not valid UTF-8")
+    return pairs
+
+
+def _parse_json(body: bytes) -> list[tuple[str, Any]]:
+    """The members of a JSON object body, in order, duplicates kept."""
+    try:
+        document = json.loads(body.decode("utf-8"), object_pairs_hook=_JsonPairs)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not valid UTF-8") from None
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(document, _JsonPairs):
+        raise BadRequest("request body must be a JSON object")
+    return document
+
+
+def _body_pairs(request: ApiRequest) -> list[tuple[str, Any]]:
+    """Every (name, value) pair in the body, whichever of the three encodings it uses."""
+    mimetype = request.mimetype
+    if mimetype == "application/x-www-form-urlencoded":
+        return _parse_urlencoded(request.get_data())
+    if mimetype == "multipart/form-data":
+        return _parse_multipart(request)
+    if mimetype == "application/json":
+        return _parse_json(request.get_data())
+    if not mimetype and not request.get_data():
+        return []  # no body at all: every field is missing
+    raise UnsupportedMediaType(
+        "send application/x-www-form-urlencoded, multipart/form-data or application/json"
+    )
+
+
+def _text_field(name: str, value: Any) -> str:
+    """Check one field's value: a string, not blank, encodable as UTF-8."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if not value.strip():
+        raise BadRequest(f"{name} is required")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. JSON "\udcff"
+        raise BadRequest(f"{name} is not valid UTF-8") from None
+    return value
+
+
+def read_fields(request: ApiRequest, *names: str) -> dict[str, str]:
+    """Read the named fields from a urlencoded, multipart or JSON body.
+
+    Each must be present, a non-blank string, and sent once (or twice with the same
+    value). Other fields are ignored. Raises a 4xx HTTPException naming the field.
+    """
+    received: dict[str, Any] = {}
+    for name, value in _body_pairs(request):
+        if name not in names:
+            continue
+        if name in received and received[name] != value:
+            raise BadRequest(f"{name} was sent more than once with different values")
+        received[name] = value
+    fields = {}
+    for name in names:
+        if name not in received:
+            raise BadRequest(f"{name} is required")
+        fields[name] = _text_field(name, received[name])
+    return fields
+
+
+def valid_email(email: str) -> str:
+    """The email without surrounding spaces, or a 400 when it cannot be an address."""
+    email = email.strip()
+    if len(email) > MAX_EMAIL_CHARS:
+        raise BadRequest(f"email must be at most {MAX_EMAIL_CHARS} characters")
+    if not EMAIL_SHAPE.fullmatch(email):
+        raise BadRequest("email is not a valid address")
+    return email
+
+
+def valid_password(name: str, password: str) -> str:
+    """The password unchanged (spaces are part of it), or a 400 past bcrypt's 72 bytes."""
+    try:
+        _password_bytes(password)
+    except InvalidPassword:
+        raise BadRequest(
+            f"{name} must be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes in UTF-8"
+        ) from None
+    return password
+
+
+def valid_token(token: str) -> str:
+    """The reset token, or a 400 when it is far longer than any token we issue."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise BadRequest(f"reset_token must be at most {MAX_TOKEN_CHARS} characters")
+    return token
+
+
+# =============================================================================================
+# Responses
+# =============================================================================================
+
+SESSION_COOKIE = "session_id"
+
+# RFC 9110 requires a challenge on every 401. There is no registered scheme for "log in
+# with a form and get a cookie"; this one follows the expired draft-broyer-http-cookie-auth
+# and tells a client where to log in and which cookie it will get.
+LOGIN_CHALLENGE = WWWAuthenticate(
+    "Cookie",
+    {"realm": "authsvc", "form-action": "/sessions", "cookie-name": SESSION_COOKIE},
+)
+
+# Each domain error Auth can raise, and what the client sees. The one place that decides.
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    DuplicateEmail: (400, "email already registered"),
+    UnknownEmail: (403, "email not registered"),
+    InvalidToken: (403, "reset token is not valid"),
+}
+
+
+def json_response(body: Mapping[str, Any], status: int = 200) -> Response:
+    """A response whose body is `body` as JSON, with Content-Type application/json."""
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def http_error_response(error: HTTPException, environ: Mapping[str, Any]) -> Response:
+    """Werkzeug's response for an HTTP error, with the HTML body replaced by JSON.
+
+    Starting from `get_response` keeps the headers the error carries: `Allow` on a 405,
+    `WWW-Authenticate` on a 401, `Retry-After` on a 429.
+    """
+    response = error.get_response(environ)
+    response.set_data(json.dumps({"message": error.description}))
+    response.mimetype = "application/json"
+    return response
+
+
+# =============================================================================================
+# Routes
+# =============================================================================================
+
+# One rule per (path, method), named for the action. `match()` answers 404 for any other
+# path and 405, with an `Allow` header listing the methods, for a known path.
+URL_MAP = Map(
+    [
+        Rule("/", methods=["GET"], endpoint="index"),
+        Rule("/users", methods=["POST"], endpoint="register"),
+        Rule("/sessions", methods=["POST"], endpoint="login"),
+        Rule("/sessions", methods=["DELETE"], endpoint="logout"),
+        Rule("/profile", methods=["GET"], endpoint="profile"),
+        Rule("/reset_password", methods=["POST"], endpoint="reset_token"),
+        Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
+    ]
+)
+
+# Endpoints whose answer depends on the session cookie. Their responses carry
+# `Vary: Cookie`, so no cache serves one user's answer to another.
+COOKIE_ENDPOINTS = frozenset({"logout", "profile"})
+
+
+# =============================================================================================
+# The application
+# =============================================================================================
+
+
+class AuthApp:
+    """The WSGI application: routes each request to an `on_<endpoint>` handler."""
+
+    def __init__(self, auth: Auth, config: Config) -> None:
+        """Serve `auth`; `config` decides the cookie's `Secure` flag."""
+        self.auth = auth
+        self.config = config
+
+    # -- handlers, one per rule of URL_MAP
+
+    def on_index(self, request: ApiRequest) -> Response:
+        """GET /: a greeting, to show the service is up."""
+        return json_response({"message": "Bienvenue"})
+
+    def on_register(self, request: ApiRequest) -> Response:
+        """POST /users: create a user."""
+        fields = read_fields(request, "email", "password")
+        email = valid_email(fields["email"])
+        password = valid_password("password", fields["password"])
+        self.auth.register_user(email, password)
+        return json_response({"email": email, "message": "user created"})
+
+    def on_login(self, request: ApiRequest) -> Response:
+        """POST /sessions: check the password and hand out a new session cookie."""
+        fields = read_fields(request, "email", "password")
+        email = valid_email(fields["email"])
+        password = valid_password("password", fields["password"])
+        session_id = (
+            self.auth.create_session(email)
+            if self.auth.valid_login(email, password)
+            else None
+        )
+        if session_id is None:
+            # One message for an unknown email and a wrong password: which one it was
+            # would tell an attacker who is registered.
+            raise Unauthorized(
+                "wrong email or password", www_authenticate=LOGIN_CHALLENGE
+            )
+        response = json_response({"email": email, "message": "logged in"})
+        # HttpOnly: page scripts cannot read it, so an XSS bug cannot steal the session.
+        # SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
+        # following a link to us still does. Path=/: sent to every route of the service.
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_id,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=self.config.cookie_secure,
+        )
+        return response
+
+    def on_logout(self, request: ApiRequest) -> Response:
+        """DELETE /sessions: end the session and send the browser home."""
+        user = self.auth.get_user_from_session_id(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            raise Forbidden("no valid session")
+        self.auth.destroy_session(user.id)
+        # 302 Found: "look at / instead". Browsers and requests follow it with a GET.
+        response = json_response({"message": "logged out"}, status=302)
+        response.headers["Location"] = "/"
+        # A cookie is deleted by setting it again, expired, with the same name, path and
+        # attributes: a browser treats a cookie with another path as a different cookie.
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=self.config.cookie_secure,
+        )
+        return response
+
+    def on_profile(self, request: ApiRequest) -> Response:
+        """GET /profile: who the session cookie belongs to."""
+        user = self.auth.get_user_from_session_id(request.cookies.get(SESSION_COOKIE))
+        if user is None:
+            raise Forbidden("no valid session")
+        return json_response({"email": user.email})
+
+    def on_reset_token(self, request: ApiRequest) -> Response:
+        """POST /reset_password: issue a reset token for an email."""
+        email = valid_email(read_fields(request, "email")["email"])
+        reset_token = self.auth.get_reset_password_token(email)
+        return json_response({"email": email, "reset_token": reset_token})
+
+    def on_update_password(self, request: ApiRequest) -> Response:
+        """PUT /reset_password: set a new password with a reset token."""
+        fields = read_fields(request, "email", "reset_token", "new_password")
+        email = valid_email(fields["email"])
+        reset_token = valid_token(fields["reset_token"])
+        new_password = valid_password("new_password", fields["new_password"])
+        self.auth.update_password(reset_token, new_password, email=email)
+        return json_response({"email": email, "message": "Password updated"})
+
+    # -- plumbing
+
+    def dispatch_request(self, request: ApiRequest) -> Response:
+        """Route the request and turn every expected failure into a JSON error response."""
+        adapter = URL_MAP.bind_to_environ(request.environ)
+        try:
+            endpoint, arguments = adapter.match()
+        except HTTPException as error:  # 404, 405
+            return http_error_response(error, request.environ)
+        try:
+            response = getattr(self, f"on_{endpoint}")(request, **arguments)
+        except HTTPException as error:
+            response = http_error_response(error, request.environ)
+        except tuple(DOMAIN_ERRORS) as error:
+            status, message = DOMAIN_ERRORS[type(error)]
+            response = json_response({"message": message}, status)
+        if endpoint in COOKIE_ENDPOINTS:
+            response.vary.add("Cookie")
+        return response
+
+    def wsgi_app(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """The WSGI entry point, and the one place that catches unexpected errors."""
+        request = ApiRequest(environ)
+        try:
+            response = self.dispatch_request(request)
+        except Exception:
+            # Log where, never what: the body may hold a password.
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+            response = json_response({"message": "internal server error"}, 500)
+        finally:
+            self.auth.close()
+        return response(environ, start_response)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """Make the instance itself the WSGI callable, so `gunicorn authsvc:app` finds it."""
+        return self.wsgi_app(environ, start_response)
+
+
+def create_app(config: Config | None = None) -> AuthApp:
+    """Build the application from `config`, or from the environment when none is given.
+
+    Applies the schema on a connection it closes again: nothing stays open, so a
+    `gunicorn --preload` master forks no database connection into its workers.
+    Raises ConfigError naming the variable when a setting is bad.
+    """
+    config = config or Config.from_env(os.environ)
+    return AuthApp(Auth(config), config)
+
+
+app = create_app()
+
+
+if __name__ == "__main__":
+    from werkzeug.serving import run_simple
+
+    logging.basicConfig(level=logging.INFO)
+    # 127.0.0.1, not 0.0.0.0: a development server should not be reachable from the network.
+    run_simple("127.0.0.1", 5000, app, threaded=True)

@@ -1,0 +1,319 @@
+"""Shared fixtures: a fresh database per test, the app in process, and real gunicorn servers.
+
+Importing authsvc builds its module-level `app` from the environment, so before anything
+imports it this file clears every AUTHSVC_* variable a developer may have set and points
+AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+for _name in [name for name in os.environ if name.startswith("AUTHSVC_")]:
+    del os.environ[_name]
+_IMPORT_DIR = tempfile.TemporaryDirectory(prefix="authsvc-import-")
+os.environ["AUTHSVC_DB"] = os.path.join(_IMPORT_DIR.name, "import.db")
+os.environ["AUTHSVC_BCRYPT_ROUNDS"] = "4"
+
+from werkzeug.middleware.lint import LintMiddleware
+from werkzeug.test import Client, TestResponse
+
+from authsvc import Auth, AuthApp, Config
+
+# bcrypt's lowest cost: a hash takes about a millisecond instead of a quarter second.
+# tests/test_auth.py::test_default_cost_* runs at the real default.
+FAST_ROUNDS = 4
+SERVER_START_SECONDS = 20.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the e2e marker and turn every warning into an error (LintMiddleware's too).
+
+    One exception: LintMiddleware still demands an absolute Location header, which RFC 9110
+    section 10.2.2 no longer does; the logout redirect to "/" is relative on purpose.
+    """
+    config.addinivalue_line(
+        "markers", "e2e: starts a real gunicorn server on 127.0.0.1"
+    )
+    config.addinivalue_line("filterwarnings", "error")
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Absolute URLs required for location header:werkzeug.middleware.lint.HTTPWarning",
+    )
+
+
+# ----------------------------------------------------------------------------- in process
+
+
+class FakeClock:
+    """A clock the test moves by hand, so expiry is tested without sleeping."""
+
+    def __init__(self) -> None:
+        """Start at a fixed, realistic Unix time."""
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        """The current fake time, in Unix seconds."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Settings for one test: its own empty database file, bcrypt at the lowest cost."""
+    return Config(db=str(tmp_path / "test.db"), bcrypt_rounds=FAST_ROUNDS)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A hand-driven clock shared by the test's Auth."""
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(config: Config, clock: FakeClock) -> Iterator[Auth]:
+    """An Auth on the test's database (schema applied), driven by the fake clock."""
+    instance = Auth(config, clock=clock)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def client(auth: Auth, config: Config) -> Client:
+    """A Werkzeug test client for the app, checked by LintMiddleware for WSGI mistakes."""
+    return Client(LintMiddleware(AuthApp(auth, config)))
+
+
+@pytest.fixture
+def db_rows(config: Config) -> Callable[[], list[tuple]]:
+    """Read every row of users straight from the file, to check what a request changed."""
+
+    def read() -> list[tuple]:
+        conn = sqlite3.connect(config.db)
+        try:
+            return [
+                tuple(row) for row in conn.execute("SELECT * FROM users ORDER BY id")
+            ]
+        finally:
+            conn.close()
+
+    return read
+
+
+class AuthActions:
+    """Shortcuts for the common requests of a test, in the spirit of flaskr's AuthActions."""
+
+    def __init__(self, client: Client) -> None:
+        """Drive `client`."""
+        self.client = client
+
+    def register(
+        self, email: str = "bob@example.com", password: str = "s3cret pw"
+    ) -> TestResponse:
+        """POST /users with a form body."""
+        return self.client.post("/users", data={"email": email, "password": password})
+
+    def login(
+        self, email: str = "bob@example.com", password: str = "s3cret pw"
+    ) -> TestResponse:
+        """POST /sessions with a form body; the client keeps the cookie it gets."""
+        return self.client.post(
+            "/sessions", data={"email": email, "password": password}
+        )
+
+    def reset_token(self, email: str = "bob@example.com") -> str:
+        """POST /reset_password and return the token from the response."""
+        response = self.client.post("/reset_password", data={"email": email})
+        assert response.status_code == 200, response.json
+        return response.json["reset_token"]
+
+
+@pytest.fixture
+def actions(client: Client) -> AuthActions:
+    """AuthActions bound to the test's client."""
+    return AuthActions(client)
+
+
+# ----------------------------------------------------------------------------- gunicorn
+
+_RUNNING: list[GunicornServer] = []
+
+
+@dataclass
+class GunicornServer:
+    """A gunicorn process serving authsvc:app on a loopback port, and its log."""
+
+    process: subprocess.Popen
+    log_path: Path
+    db_path: Path
+    url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    log_offset: int = (
+        0  # where this server's lines start in a log shared with a restart
+    )
+
+    def log(self) -> str:
+        """Everything this server (gunicorn and the app) has written so far."""
+        with open(self.log_path, "rb") as log_file:
+            log_file.seek(self.log_offset)
+            return log_file.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Graceful stop: SIGTERM to the master, then SIGKILL to the group if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def kill(self) -> None:
+        """Crash: SIGKILL to the master and its workers (its own process group), no cleanup."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+
+def start_gunicorn(
+    db_path: Path,
+    log_path: Path,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> GunicornServer:
+    """Start `gunicorn authsvc:app` on 127.0.0.1 and wait until it answers `GET /`.
+
+    Binding port 0 lets the kernel pick a free port; the port is read back from
+    gunicorn's "Listening at" line, so there is no window where another process can take
+    it. The server gets its own process group, so a crash test can kill the workers too.
+    """
+    server_env = {
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("AUTHSVC_")
+        },
+        "AUTHSVC_DB": str(db_path),
+        "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
+        **(env or {}),
+    }
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", "127.0.0.1:0",
+        "--workers", str(workers),
+        "--threads", str(threads),
+        "--no-control-socket",
+        "--log-level", "info",
+        *extra_args,
+        "authsvc:app",
+    ]  # fmt: skip
+    log_offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(
+        log_path, "ab"
+    ) as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=server_env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server = GunicornServer(
+        process=process,
+        log_path=log_path,
+        db_path=db_path,
+        env=server_env,
+        log_offset=log_offset,
+    )
+    _RUNNING.append(server)
+    try:
+        server.url = _wait_until_ready(server)
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
+def _wait_until_ready(server: GunicornServer) -> str:
+    """Poll the log for the bound port, then `GET /` until 200; fail after a deadline."""
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    url = ""
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"gunicorn exited with {server.process.returncode}:\n{server.log()}"
+            )
+        if not url:
+            match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.log())
+            url = match.group(1) if match else ""
+        if url:
+            try:
+                if requests.get(url + "/", timeout=2).status_code == 200:
+                    return url
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.05)
+    pytest.fail(
+        f"gunicorn did not answer within {SERVER_START_SECONDS} s:\n{server.log()}"
+    )
+
+
+@pytest.fixture(scope="session")
+def gunicorn_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GunicornServer]:
+    """One shared server for the session: 2 workers x 4 threads, its own temporary database."""
+    directory = tmp_path_factory.mktemp("gunicorn")
+    server = start_gunicorn(directory / "authsvc.db", directory / "gunicorn.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
+    """Start servers of the test's own on the test's database; every one is stopped after."""
+    started: list[GunicornServer] = []
+
+    def start(**kwargs: object) -> GunicornServer:
+        server = start_gunicorn(
+            tmp_path / "authsvc.db", tmp_path / "gunicorn.log", **kwargs
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Iterator[None]:
+    """When a test fails, attach the logs of the gunicorn servers still running."""
+    report = yield
+    if report.failed:
+        for server in _RUNNING:
+            report.sections.append((f"gunicorn log ({server.log_path})", server.log()))
+    return report

@@ -1,0 +1,99 @@
+"""Configuration: AUTHSVC_* variables read once, validated, and a bad value stops start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, start_gunicorn
+
+from authsvc import Config, ConfigError
+
+
+def test_defaults_follow_the_spec() -> None:
+    config = Config.from_env({})
+    assert config == Config(
+        db="authsvc.db",
+        bcrypt_rounds=12,
+        session_ttl=86400,
+        reset_ttl=900,
+        cookie_secure=False,
+        login_max_failures=10,
+        login_window=900,
+    )
+
+
+def test_every_variable_is_read() -> None:
+    config = Config.from_env(
+        {
+            "AUTHSVC_DB": "/var/lib/authsvc/users.db",
+            "AUTHSVC_BCRYPT_ROUNDS": "13",
+            "AUTHSVC_SESSION_TTL": "3600",
+            "AUTHSVC_RESET_TTL": "600",
+            "AUTHSVC_COOKIE_SECURE": "true",
+            "AUTHSVC_LOGIN_MAX_FAILURES": "5",
+            "AUTHSVC_LOGIN_WINDOW": "60",
+        }
+    )
+    assert config == Config("/var/lib/authsvc/users.db", 13, 3600, 600, True, 5, 60)
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "ON", " True "])
+def test_cookie_secure_accepts_the_usual_yes(value: str) -> None:
+    assert Config.from_env({"AUTHSVC_COOKIE_SECURE": value}).cookie_secure is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTHSVC_DB", ""),
+        ("AUTHSVC_BCRYPT_ROUNDS", "abc"),
+        ("AUTHSVC_BCRYPT_ROUNDS", "3"),
+        ("AUTHSVC_BCRYPT_ROUNDS", "32"),
+        ("AUTHSVC_BCRYPT_ROUNDS", "12.5"),
+        ("AUTHSVC_SESSION_TTL", "0"),
+        ("AUTHSVC_SESSION_TTL", "-5"),
+        ("AUTHSVC_SESSION_TTL", "1d"),
+        ("AUTHSVC_RESET_TTL", ""),
+        ("AUTHSVC_COOKIE_SECURE", "maybe"),
+        ("AUTHSVC_LOGIN_MAX_FAILURES", "0"),
+        ("AUTHSVC_LOGIN_WINDOW", "soon"),
+    ],
+)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} "):
+        Config.from_env({name: value})
+
+
+def test_python_authsvc_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "authsvc.py"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AUTHSVC_DB": str(tmp_path / "x.db"),
+            "AUTHSVC_SESSION_TTL": "forever",
+        },
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "AUTHSVC_SESSION_TTL must be an integer" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.e2e
+def test_gunicorn_exits_on_a_bad_value_instead_of_respawning(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception, match="gunicorn exited"):
+        start_gunicorn(
+            tmp_path / "x.db",
+            tmp_path / "gunicorn.log",
+            env={"AUTHSVC_BCRYPT_ROUNDS": "lots"},
+        )
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert "AUTHSVC_BCRYPT_ROUNDS must be an integer from 4 to 31, got 'lots'" in log
+    assert "Worker failed to boot" in log

@@ -1,0 +1,249 @@
+"""store.py: the course's DB tasks 0-3, the schema, and the connection rules."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import store
+from store import DuplicateEmail, InvalidQuery, Store, User, UserNotFound
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Store:
+    """A store on a fresh file with the schema applied."""
+    instance = Store(tmp_path / "store.db")
+    instance.initialize()
+    yield instance
+    instance.close()
+
+
+def read_all(path: str) -> list[tuple]:
+    """Every users row, read on a separate connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return [tuple(row) for row in conn.execute("SELECT * FROM users ORDER BY id")]
+    finally:
+        conn.close()
+
+
+# -- task 0: the model
+
+
+def test_users_table_mirrors_the_course_model(db: Store) -> None:
+    conn = sqlite3.connect(db.path)
+    columns = {
+        row[1]: (row[2], row[3]) for row in conn.execute("PRAGMA table_info(users)")
+    }
+    conn.close()
+    assert columns["id"] == ("INTEGER", 0)
+    assert columns["email"] == ("VARCHAR(250)", 1)
+    assert columns["hashed_password"] == ("VARCHAR(250)", 1)
+    assert columns["session_id"] == ("VARCHAR(250)", 0)
+    assert columns["reset_token"] == ("VARCHAR(250)", 0)
+
+
+def test_column_allow_list_matches_the_schema(db: Store) -> None:
+    conn = sqlite3.connect(db.path)
+    names = tuple(row[1] for row in conn.execute("PRAGMA table_info(users)"))
+    conn.close()
+    assert store.USER_COLUMNS == names
+
+
+# -- task 1: add_user
+
+
+def test_add_user_returns_users_with_increasing_ids(db: Store) -> None:
+    first = db.add_user("test@test.com", "SuperHashedPwd")
+    second = db.add_user("test1@test.com", "SuperHashedPwd1")
+    assert (first.id, second.id) == (1, 2)
+    assert first == User(id=1, email="test@test.com", hashed_password="SuperHashedPwd")
+
+
+def test_add_user_refuses_an_email_taken_in_another_letter_case(db: Store) -> None:
+    db.add_user("bob@example.com", "h1")
+    with pytest.raises(DuplicateEmail, match="User BOB@Example.com already exists"):
+        db.add_user("BOB@Example.com", "h2")
+    assert len(read_all(db.path)) == 1
+
+
+def test_the_unique_index_refuses_duplicates_even_bypassing_the_store(
+    db: Store,
+) -> None:
+    conn = sqlite3.connect(db.path)
+    conn.execute("INSERT INTO users (email, hashed_password) VALUES ('a@b.co', 'h')")
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO users (email, hashed_password) VALUES ('A@B.CO', 'h')"
+        )
+    conn.close()
+
+
+def test_sql_metacharacters_are_stored_as_plain_text(db: Store) -> None:
+    email = "x'); DROP TABLE users; --@example.com"
+    user = db.add_user(email, "h")
+    assert db.find_user_by(email=email) == user
+    assert read_all(db.path) == [(1, email, "h", None, None, None, None)]
+
+
+# -- task 2: find_user_by
+
+
+def test_find_user_by_returns_the_matching_user(db: Store) -> None:
+    user = db.add_user("test@test.com", "PwdHashed")
+    assert db.find_user_by(email="test@test.com") == user
+    assert db.find_user_by(id=user.id, hashed_password="PwdHashed") == user
+
+
+def test_find_user_by_email_ignores_letter_case(db: Store) -> None:
+    user = db.add_user("test@test.com", "PwdHashed")
+    assert db.find_user_by(email="TEST@Test.COM") == user
+
+
+def test_find_user_by_raises_not_found_when_nothing_matches(db: Store) -> None:
+    db.add_user("test@test.com", "PwdHashed")
+    with pytest.raises(UserNotFound):
+        db.find_user_by(email="test2@test.com")
+
+
+def test_find_user_by_none_matches_null(db: Store) -> None:
+    user = db.add_user("test@test.com", "PwdHashed")
+    assert db.find_user_by(session_id=None) == user
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"no_email": "test@test.com"}, {"email = email OR 1": "x"}, {}],
+    ids=["unknown column", "injection attempt", "no filter"],
+)
+def test_find_user_by_rejects_anything_but_columns(db: Store, filters: dict) -> None:
+    db.add_user("test@test.com", "PwdHashed")
+    with pytest.raises(InvalidQuery):
+        db.find_user_by(**filters)
+
+
+# -- task 3: update_user
+
+
+def test_update_user_changes_the_given_columns(db: Store) -> None:
+    user = db.add_user("test@test.com", "hashedPwd")
+    assert db.update_user(user.id, hashed_password="NewPwd", reset_token="r") is None
+    assert db.find_user_by(id=user.id).hashed_password == "NewPwd"
+    assert db.find_user_by(id=user.id).reset_token == "r"
+
+
+@pytest.mark.parametrize(
+    "field", ["no_such_column", "id", "email = 'x', hashed_password"]
+)
+def test_update_user_raises_value_error_for_a_non_column(db: Store, field: str) -> None:
+    user = db.add_user("test@test.com", "hashedPwd")
+    with pytest.raises(ValueError):
+        db.update_user(user.id, **{field: "x"})
+    assert db.find_user_by(id=user.id) == user
+
+
+def test_update_user_raises_not_found_for_an_unknown_id(db: Store) -> None:
+    with pytest.raises(UserNotFound):
+        db.update_user(99, session_id="x")
+
+
+def test_update_user_cannot_take_another_users_email(db: Store) -> None:
+    db.add_user("a@example.com", "h")
+    other = db.add_user("b@example.com", "h")
+    with pytest.raises(sqlite3.IntegrityError):
+        db.update_user(other.id, email="A@example.com")
+
+
+# -- transactions
+
+
+def test_a_failed_transaction_leaves_nothing_behind(db: Store) -> None:
+    user = db.add_user("a@example.com", "h")
+    with pytest.raises(RuntimeError), db.transaction():
+        db.update_user(user.id, hashed_password="changed")
+        raise RuntimeError("abort")
+    assert db.find_user_by(id=user.id).hashed_password == "h"
+
+
+def test_a_transaction_holds_the_write_lock_until_it_ends(db: Store) -> None:
+    other = sqlite3.connect(db.path, timeout=0, isolation_level=None)
+    with db.transaction(), pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+
+
+# -- schema at start-up
+
+
+def test_initialize_is_idempotent_and_keeps_every_user(db: Store) -> None:
+    db.add_user("keep@example.com", "h")
+    before = read_all(db.path)
+    db.initialize()
+    Store(db.path).initialize()
+    assert read_all(db.path) == before
+
+
+def test_many_workers_can_apply_the_schema_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    barrier = threading.Barrier(8)
+
+    def boot(_: int) -> None:
+        barrier.wait()
+        Store(path).initialize()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(boot, range(8)))  # re-raises the first error of any worker
+    assert read_all(str(path)) == []
+
+
+def test_the_database_runs_in_wal_mode_with_a_busy_timeout(db: Store) -> None:
+    conn = db._connection()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert (
+        conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        == store.BUSY_TIMEOUT_SECONDS * 1000
+    )
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+# -- connections
+
+
+def test_nothing_is_opened_before_first_use(tmp_path: Path) -> None:
+    instance = Store(tmp_path / "lazy.db")
+    instance.initialize()
+    assert getattr(instance._local, "conn", None) is None
+
+
+def test_each_thread_gets_its_own_connection(db: Store) -> None:
+    db.add_user("a@example.com", "h")
+    seen: list[sqlite3.Connection] = []  # kept alive, so no two can share an address
+
+    def look() -> None:
+        seen.append(db._connection())
+        assert db.find_user_by(email="a@example.com").id == 1
+        db.close()
+
+    threads = [threading.Thread(target=look) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    mine = db._connection()
+    assert len({id(conn) for conn in [*seen, mine]}) == 3
+
+
+def test_close_closes_the_connection(db: Store) -> None:
+    conn = db._connection()
+    db.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")
+    assert (
+        db.add_user("after@example.com", "h").id == 1
+    )  # the next call opens a new one
