@@ -18,11 +18,16 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import smtplib
+import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +37,7 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -41,6 +47,9 @@ from werkzeug.wrappers import Request, Response
 from store import DuplicateEmail, Store, User, UserNotFound
 
 logger = logging.getLogger("authsvc")
+# One line per security event (see AuthApp.audit); a logger of its own, so a deployment
+# can route the audit trail somewhere else than the errors.
+audit_logger = logging.getLogger("authsvc.audit")
 
 
 # =============================================================================================
@@ -63,6 +72,13 @@ class Config:
     cookie_secure: bool = False
     login_max_failures: int = 10
     login_window: int = 15 * 60
+    reset_delivery: str = "response"  # or "smtp"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_user: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)  # never printed
+    smtp_starttls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -90,7 +106,43 @@ class Config:
             login_window=_env_int(
                 environ, "AUTHSVC_LOGIN_WINDOW", defaults.login_window, 1
             ),
+            **_smtp_settings(environ, defaults),
         )
+
+
+RESET_DELIVERIES = ("response", "smtp")
+
+
+def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """The reset-delivery settings, checked together: smtp needs a sender address,
+    and a user name without a password (or the reverse) is a mistake."""
+    delivery = environ.get("AUTHSVC_RESET_DELIVERY", defaults.reset_delivery).strip()
+    if delivery not in RESET_DELIVERIES:
+        raise ConfigError(
+            f"AUTHSVC_RESET_DELIVERY must be one of {', '.join(RESET_DELIVERIES)}, got {delivery!r}"
+        )
+    settings = {
+        "reset_delivery": delivery,
+        "smtp_host": _env_str(environ, "AUTHSVC_SMTP_HOST", defaults.smtp_host),
+        "smtp_port": _env_int(
+            environ, "AUTHSVC_SMTP_PORT", defaults.smtp_port, 1, 65535
+        ),
+        "smtp_from": environ.get("AUTHSVC_SMTP_FROM", defaults.smtp_from).strip(),
+        "smtp_user": environ.get("AUTHSVC_SMTP_USER", defaults.smtp_user),
+        "smtp_password": environ.get("AUTHSVC_SMTP_PASSWORD", defaults.smtp_password),
+        "smtp_starttls": _env_bool(
+            environ, "AUTHSVC_SMTP_STARTTLS", defaults.smtp_starttls
+        ),
+    }
+    if delivery == "smtp" and "@" not in settings["smtp_from"]:
+        raise ConfigError(
+            "AUTHSVC_SMTP_FROM must be an email address when AUTHSVC_RESET_DELIVERY=smtp"
+        )
+    if bool(settings["smtp_user"]) != bool(settings["smtp_password"]):
+        raise ConfigError(
+            "AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD must be set together"
+        )
+    return settings
 
 
 def _env_str(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -161,6 +213,23 @@ class InvalidPassword(ValueError):
     """The password cannot be hashed: bcrypt uses at most 72 bytes and refuses more."""
 
 
+class InvalidCredentials(Exception):
+    """Login refused: unknown email or wrong password (deliberately not saying which)."""
+
+
+class LoginThrottled(Exception):
+    """Too many login attempts for this email in the current window."""
+
+    def __init__(self, retry_after: int) -> None:
+        """`retry_after`: whole seconds until the window ends and logins are counted anew."""
+        super().__init__(f"too many login attempts; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class DeliveryFailed(Exception):
+    """The SMTP server could not be reached or refused the message."""
+
+
 # =============================================================================================
 # Passwords and tokens
 # =============================================================================================
@@ -188,6 +257,11 @@ def _hash_password(password: str, rounds: int = DEFAULT_BCRYPT_ROUNDS) -> bytes:
     return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(rounds))
 
 
+def _bcrypt_cost(hashed_password: str) -> int:
+    """The cost a bcrypt hash was made with: "$2b$12$..." -> 12."""
+    return int(hashed_password.split("$")[2])
+
+
 def _generate_uuid() -> str:
     """Return a new random UUID string: uuid4 draws its 122 random bits from os.urandom."""
     return str(uuid.uuid4())
@@ -201,6 +275,87 @@ def _digest(secret: str) -> str:
     ever compares a secret byte by byte (and so no timing side channel).
     """
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+# =============================================================================================
+# Reset-token delivery by mail
+# =============================================================================================
+
+SMTP_TIMEOUT_SECONDS = 10.0
+
+
+class Mailer:
+    """Sends reset tokens through an SMTP server with the stdlib smtplib.
+
+    One connection per message: a reset request is rare, and a fresh connection cannot
+    be left half-broken by an earlier failure.
+    """
+
+    def __init__(self, config: Config) -> None:
+        """Use the AUTHSVC_SMTP_* settings of `config`."""
+        self._config = config
+
+    @contextmanager
+    def _session(self) -> Iterator[smtplib.SMTP]:
+        """An SMTP session, after STARTTLS and login when configured; QUIT at the end.
+
+        Raises DeliveryFailed when the server cannot be reached or refuses us. The
+        underlying error is logged by class only: its text can echo what we sent.
+        """
+        config = self._config
+        try:
+            with smtplib.SMTP(
+                config.smtp_host, config.smtp_port, timeout=SMTP_TIMEOUT_SECONDS
+            ) as smtp:
+                if config.smtp_starttls:
+                    # Verifies the server's certificate and host name against the system's CAs.
+                    smtp.starttls(context=ssl.create_default_context())
+                if config.smtp_user:
+                    smtp.login(config.smtp_user, config.smtp_password)
+                yield smtp
+        except (OSError, smtplib.SMTPException) as error:
+            logger.error(
+                "SMTP delivery to %s:%s failed: %s",
+                config.smtp_host,
+                config.smtp_port,
+                type(error).__name__,
+            )
+            raise DeliveryFailed("could not deliver the reset email") from None
+
+    def _send(self, to: str, body: str) -> None:
+        """Mail `body` to `to` under the reset subject. Raises DeliveryFailed."""
+        message = EmailMessage()
+        message["From"] = self._config.smtp_from
+        message["To"] = to
+        message["Subject"] = "Your authsvc password reset"
+        message.set_content(body)
+        with self._session() as smtp:
+            smtp.send_message(message)
+
+    def send_reset_token(self, to: str, reset_token: str, lifetime: int) -> None:
+        """Mail `reset_token` to `to`. Raises DeliveryFailed."""
+        self._send(
+            to,
+            "Someone (hopefully you) asked to reset the password of your authsvc account.\n\n"
+            f"Reset token: {reset_token}\n\n"
+            f"It works once, within {lifetime // 60} minutes, together with this email\n"
+            "address (PUT /reset_password). If you did not ask, ignore this message.\n",
+        )
+
+    def send_no_account_notice(self, to: str) -> None:
+        """Tell `to` that a reset was asked for it but no account uses it. Raises DeliveryFailed.
+
+        Sending a mail for an unknown address too is what makes the two cases look
+        alike from outside: the same SMTP dialogue takes the same time, and fails the
+        same way when the server is down. Only the owner of the mailbox learns that
+        there is no account, never the person who asked.
+        """
+        self._send(
+            to,
+            "Someone (hopefully you) asked to reset the password of an authsvc account\n"
+            "with this email address, but no account uses it. Perhaps you signed up with\n"
+            "another address. If you did not ask, ignore this message.\n",
+        )
 
 
 # =============================================================================================
@@ -219,16 +374,25 @@ class Auth:
     ) -> None:
         """Open the store named by the configuration and apply the schema to it.
 
-        `clock` returns Unix seconds; tests pass their own to step past expiry times.
+        Also hashes a random password once at the configured cost: checking a password
+        for an unknown email against it costs what checking a real one does (see
+        `_verify`). `clock` returns Unix seconds; tests pass their own to step past
+        expiry times.
         """
         self._config = config or Config.from_env(os.environ)
         self._clock = clock
         self._db = Store(self._config.db)
         self._db.initialize()
+        self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
+        self._mailer = (
+            Mailer(self._config) if self._config.reset_delivery == "smtp" else None
+        )
 
     def close(self) -> None:
         """Release this thread's database connection (called at the end of every request)."""
         self._db.close()
+
+    # -- registration and login
 
     def register_user(self, email: str, password: str) -> User:
         """Create a user with a bcrypt hash of `password`.
@@ -239,15 +403,65 @@ class Auth:
         hashed = _hash_password(password, self._config.bcrypt_rounds)
         return self._db.add_user(email, hashed.decode("ascii"))
 
-    def valid_login(self, email: str, password: str) -> bool:
-        """True when `email` is registered and `password` is its password."""
+    def _verify(self, email: str, password: str) -> User | None:
+        """The user if `password` is right for `email`, else None, in the same time either way.
+
+        For an unknown email the password is checked against a dummy hash of the same
+        cost, so a login for an unregistered address is not measurably faster than a
+        wrong password for a registered one. Raises InvalidPassword past 72 bytes.
+        """
+        encoded = _password_bytes(password)
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
-            return False
-        return bcrypt.checkpw(
-            _password_bytes(password), user.hashed_password.encode("ascii")
-        )
+            bcrypt.checkpw(encoded, self._dummy_hash)
+            return None
+        if not bcrypt.checkpw(encoded, user.hashed_password.encode("ascii")):
+            return None
+        return user
+
+    def valid_login(self, email: str, password: str) -> bool:
+        """True when `email` is registered and `password` is its password."""
+        return self._verify(email, password) is not None
+
+    def log_in(self, email: str, password: str) -> tuple[User, str]:
+        """Check a login attempt and start a session: (the user, the new session id).
+
+        Every attempt is counted for the email (registered or not) before the password
+        is checked; past `login_max_failures` attempts within `login_window` seconds it
+        raises LoginThrottled, even with the right password, until the window ends. A
+        success forgets the count, and re-hashes the password if the configured cost has
+        risen since it was stored. Raises InvalidCredentials for a wrong email or password.
+        """
+        now = self._clock()
+        window = self._config.login_window
+        tally = self._db.count_login_attempt(email, now, window)
+        if tally.attempts > self._config.login_max_failures:
+            raise LoginThrottled(
+                max(1, math.ceil(tally.window_started_at + window - now))
+            )
+        user = self._verify(email, password)
+        if user is None:
+            raise InvalidCredentials("wrong email or password")
+        session_id = _generate_uuid()
+        fields = self._session_fields(session_id)
+        if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
+            fields["hashed_password"] = _hash_password(
+                password, self._config.bcrypt_rounds
+            ).decode("ascii")
+        with self._db.transaction():
+            self._db.clear_login_attempts(email)
+            self._db.update_user(user.id, **fields)
+        return user, session_id
+
+    # -- sessions
+
+    def _session_fields(self, session_id: str) -> dict[str, Any]:
+        """The users columns that make `session_id` the user's one live session."""
+        return {
+            "session_id": _digest(session_id),
+            "session_expires_at": self._clock() + self._config.session_ttl,
+        }
 
     def create_session(self, email: str) -> str | None:
         """Start a new session for `email` and return its id, or None for an unknown email.
@@ -260,11 +474,7 @@ class Auth:
         except UserNotFound:
             return None
         session_id = _generate_uuid()
-        self._db.update_user(
-            user.id,
-            session_id=_digest(session_id),
-            session_expires_at=self._clock() + self._config.session_ttl,
-        )
+        self._db.update_user(user.id, **self._session_fields(session_id))
         return session_id
 
     def get_user_from_session_id(self, session_id: str | None) -> User | None:
@@ -286,8 +496,18 @@ class Auth:
         except UserNotFound:
             return
 
+    # -- password reset
+
+    def _store_reset_token(self, user_id: int, reset_token: str) -> None:
+        """Make `reset_token` the user's one live reset token, replacing any earlier one."""
+        self._db.update_user(
+            user_id,
+            reset_token=_digest(reset_token),
+            reset_expires_at=self._clock() + self._config.reset_ttl,
+        )
+
     def get_reset_password_token(self, email: str) -> str:
-        """Issue a reset token for `email` (replacing any earlier one) and return it.
+        """Issue a reset token for `email` and return it (the course's delivery).
 
         Raises UnknownEmail, a ValueError, when no user has this email.
         """
@@ -296,12 +516,28 @@ class Auth:
         except UserNotFound:
             raise UnknownEmail("no user has this email") from None
         reset_token = _generate_uuid()
-        self._db.update_user(
-            user.id,
-            reset_token=_digest(reset_token),
-            reset_expires_at=self._clock() + self._config.reset_ttl,
-        )
+        self._store_reset_token(user.id, reset_token)
         return reset_token
+
+    def mail_reset_token(self, email: str) -> User | None:
+        """Mail a new reset token to `email` if it is registered; return the user or None.
+
+        The token is stored only once the SMTP server has accepted the message, so a
+        failed delivery leaves no usable token and changes nothing. An unknown email
+        gets a notice instead (see Mailer.send_no_account_notice). Raises
+        DeliveryFailed; RuntimeError when delivery is not configured as smtp.
+        """
+        if self._mailer is None:
+            raise RuntimeError("mail_reset_token needs AUTHSVC_RESET_DELIVERY=smtp")
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            self._mailer.send_no_account_notice(email)
+            return None
+        reset_token = _generate_uuid()
+        self._mailer.send_reset_token(user.email, reset_token, self._config.reset_ttl)
+        self._store_reset_token(user.id, reset_token)
+        return user
 
     def update_password(
         self, reset_token: str, password: str, email: str | None = None
@@ -491,11 +727,18 @@ LOGIN_CHALLENGE = WWWAuthenticate(
 )
 
 # Each domain error Auth can raise, and what the client sees. The one place that decides.
+# (InvalidCredentials and LoginThrottled are answered in on_login: they carry headers.)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DuplicateEmail: (400, "email already registered"),
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
+    DeliveryFailed: (503, "could not send the reset email; try again later"),
 }
+
+# What POST /reset_password answers in smtp mode, registered email or not.
+RESET_MAILED_MESSAGE = (
+    "if this email is registered, a reset token has been mailed to it"
+)
 
 
 def json_response(body: Mapping[str, Any], status: int = 200) -> Response:
@@ -513,6 +756,12 @@ def http_error_response(error: HTTPException, environ: Mapping[str, Any]) -> Res
     response.set_data(json.dumps({"message": error.description}))
     response.mimetype = "application/json"
     return response
+
+
+def email_hash(email: str) -> str:
+    """A short SHA-256 of the lower-cased email: lets the audit trail follow one address
+    without writing the address itself into the logs."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
 
 
 # =============================================================================================
@@ -533,8 +782,13 @@ URL_MAP = Map(
     ]
 )
 
-# Endpoints whose answer depends on the session cookie. Their responses carry
-# `Vary: Cookie`, so no cache serves one user's answer to another.
+# Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
+# no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
+NO_STORE_ENDPOINTS = frozenset(
+    {"login", "logout", "profile", "reset_token", "update_password"}
+)
+# Endpoints whose answer depends on the session cookie: `Vary: Cookie`, so no cache
+# serves one user's answer to another.
 COOKIE_ENDPOINTS = frozenset({"logout", "profile"})
 
 
@@ -547,9 +801,35 @@ class AuthApp:
     """The WSGI application: routes each request to an `on_<endpoint>` handler."""
 
     def __init__(self, auth: Auth, config: Config) -> None:
-        """Serve `auth`; `config` decides the cookie's `Secure` flag."""
+        """Serve `auth`; `config` decides the cookie's `Secure` flag and reset delivery."""
         self.auth = auth
         self.config = config
+
+    @staticmethod
+    def audit(
+        request: ApiRequest,
+        event: str,
+        outcome: str,
+        *,
+        user: User | None = None,
+        email: str | None = None,
+    ) -> None:
+        """Write one audit line: event, outcome, who (user id, else an email hash), and from where.
+
+        Never a password, token, hash or cookie. `remote_addr` is the peer of the socket:
+        behind a proxy, the proxy's address (see README.md, "Security").
+        """
+        if user is not None:
+            who = f"user={user.id}"
+        else:
+            who = f"email_hash={email_hash(email)}" if email else "user=-"
+        audit_logger.info(
+            "event=%s outcome=%s %s client=%s",
+            event,
+            outcome,
+            who,
+            request.remote_addr or "-",
+        )
 
     # -- handlers, one per rule of URL_MAP
 
@@ -562,7 +842,12 @@ class AuthApp:
         fields = read_fields(request, "email", "password")
         email = valid_email(fields["email"])
         password = valid_password("password", fields["password"])
-        self.auth.register_user(email, password)
+        try:
+            user = self.auth.register_user(email, password)
+        except DuplicateEmail:
+            self.audit(request, "register", "duplicate", email=email)
+            raise
+        self.audit(request, "register", "ok", user=user)
         return json_response({"email": email, "message": "user created"})
 
     def on_login(self, request: ApiRequest) -> Response:
@@ -570,17 +855,23 @@ class AuthApp:
         fields = read_fields(request, "email", "password")
         email = valid_email(fields["email"])
         password = valid_password("password", fields["password"])
-        session_id = (
-            self.auth.create_session(email)
-            if self.auth.valid_login(email, password)
-            else None
-        )
-        if session_id is None:
+        try:
+            user, session_id = self.auth.log_in(email, password)
+        except LoginThrottled as throttled:
+            self.audit(request, "login", "throttled", email=email)
+            # 429 with Retry-After: how many seconds until this email may try again.
+            raise TooManyRequests(
+                "too many failed logins for this email; try again later",
+                retry_after=throttled.retry_after,
+            ) from None
+        except InvalidCredentials:
+            self.audit(request, "login", "failed", email=email)
             # One message for an unknown email and a wrong password: which one it was
             # would tell an attacker who is registered.
             raise Unauthorized(
                 "wrong email or password", www_authenticate=LOGIN_CHALLENGE
-            )
+            ) from None
+        self.audit(request, "login", "ok", user=user)
         response = json_response({"email": email, "message": "logged in"})
         # HttpOnly: page scripts cannot read it, so an XSS bug cannot steal the session.
         # SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
@@ -599,8 +890,10 @@ class AuthApp:
         """DELETE /sessions: end the session and send the browser home."""
         user = self.auth.get_user_from_session_id(request.cookies.get(SESSION_COOKIE))
         if user is None:
+            self.audit(request, "logout", "no_session")
             raise Forbidden("no valid session")
         self.auth.destroy_session(user.id)
+        self.audit(request, "logout", "ok", user=user)
         # 302 Found: "look at / instead". Browsers and requests follow it with a GET.
         response = json_response({"message": "logged out"}, status=302)
         response.headers["Location"] = "/"
@@ -623,10 +916,28 @@ class AuthApp:
         return json_response({"email": user.email})
 
     def on_reset_token(self, request: ApiRequest) -> Response:
-        """POST /reset_password: issue a reset token for an email."""
+        """POST /reset_password: issue a reset token, in the response or by mail."""
         email = valid_email(read_fields(request, "email")["email"])
-        reset_token = self.auth.get_reset_password_token(email)
+        if self.config.reset_delivery == "smtp":
+            return self._mail_reset_token(request, email)
+        try:
+            reset_token = self.auth.get_reset_password_token(email)
+        except UnknownEmail:
+            self.audit(request, "reset_request", "unknown_email", email=email)
+            raise
+        self.audit(request, "reset_request", "ok", email=email)
         return json_response({"email": email, "reset_token": reset_token})
+
+    def _mail_reset_token(self, request: ApiRequest, email: str) -> Response:
+        """smtp delivery: the same 200 for every address, the token only in the mail."""
+        try:
+            user = self.auth.mail_reset_token(email)
+        except DeliveryFailed:
+            self.audit(request, "reset_request", "mail_failed", email=email)
+            raise
+        outcome = "mailed" if user else "unknown_email"
+        self.audit(request, "reset_request", outcome, user=user, email=email)
+        return json_response({"message": RESET_MAILED_MESSAGE})
 
     def on_update_password(self, request: ApiRequest) -> Response:
         """PUT /reset_password: set a new password with a reset token."""
@@ -634,7 +945,12 @@ class AuthApp:
         email = valid_email(fields["email"])
         reset_token = valid_token(fields["reset_token"])
         new_password = valid_password("new_password", fields["new_password"])
-        self.auth.update_password(reset_token, new_password, email=email)
+        try:
+            self.auth.update_password(reset_token, new_password, email=email)
+        except InvalidToken:
+            self.audit(request, "password_update", "invalid_token", email=email)
+            raise
+        self.audit(request, "password_update", "ok", email=email)
         return json_response({"email": email, "message": "Password updated"})
 
     # -- plumbing
@@ -653,6 +969,8 @@ class AuthApp:
         except tuple(DOMAIN_ERRORS) as error:
             status, message = DOMAIN_ERRORS[type(error)]
             response = json_response({"message": message}, status)
+        if endpoint in NO_STORE_ENDPOINTS:
+            response.headers["Cache-Control"] = "no-store"
         if endpoint in COOKIE_ENDPOINTS:
             response.vary.add("Cookie")
         return response
@@ -670,6 +988,9 @@ class AuthApp:
             response = json_response({"message": "internal server error"}, 500)
         finally:
             self.auth.close()
+        # Every answer is JSON and says so; nosniff stops a browser from guessing
+        # otherwise (and, say, running a body as script).
+        response.headers["X-Content-Type-Options"] = "nosniff"
         return response(environ, start_response)
 
     def __call__(
@@ -677,6 +998,25 @@ class AuthApp:
     ) -> Iterable[bytes]:
         """Make the instance itself the WSGI callable, so `gunicorn authsvc:app` finds it."""
         return self.wsgi_app(environ, start_response)
+
+
+def configure_logging() -> None:
+    """Send authsvc's log lines (audit trail, warnings, errors) to stderr, with the pid.
+
+    Only when nothing has configured logging yet: gunicorn leaves Python's logging alone,
+    so without this the INFO audit lines would be dropped. Under gunicorn stderr goes to
+    its error log; an application that configures logging itself keeps its own setup.
+    """
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+        )
+    )
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def create_app(config: Config | None = None) -> AuthApp:
@@ -687,6 +1027,13 @@ def create_app(config: Config | None = None) -> AuthApp:
     Raises ConfigError naming the variable when a setting is bad.
     """
     config = config or Config.from_env(os.environ)
+    configure_logging()
+    if config.reset_delivery == "response":
+        logger.warning(
+            "AUTHSVC_RESET_DELIVERY=response: POST /reset_password hands a reset token to "
+            "whoever asks, which lets anyone who knows an email take the account. Use "
+            "AUTHSVC_RESET_DELIVERY=smtp in production."
+        )
     return AuthApp(Auth(config), config)
 
 
@@ -696,6 +1043,5 @@ app = create_app()
 if __name__ == "__main__":
     from werkzeug.serving import run_simple
 
-    logging.basicConfig(level=logging.INFO)
     # 127.0.0.1, not 0.0.0.0: a development server should not be reachable from the network.
     run_simple("127.0.0.1", 5000, app, threaded=True)

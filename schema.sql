@@ -1,16 +1,20 @@
--- authsvc schema.
+-- authsvc schema, as an ordered list of migrations.
 --
--- This file runs at EVERY start-up (store.Store.initialize), in every gunicorn worker,
--- possibly in several processes at the same moment. So it must stay idempotent and
--- must never drop or empty anything: a restart keeps every user.
---   * IF NOT EXISTS makes each statement a no-op the second time.
---   * BEGIN IMMEDIATE takes SQLite's write lock first, so two workers applying it at
---     once queue behind each other (the connection's busy timeout) instead of failing.
--- Connection settings (WAL, foreign keys, busy timeout) are not schema: they live in
--- store.connect().
+-- store.Store.initialize() runs at EVERY start-up, in every gunicorn worker, possibly in
+-- several processes at the same moment. It reads the database's PRAGMA user_version (the
+-- number of the last migration applied; 0 for a new file, and for a file made before
+-- migrations were numbered), then, inside one BEGIN IMMEDIATE transaction, applies each
+-- later migration below in order and records the new number. A worker that waited for
+-- the lock sees the number the first one recorded and applies nothing.
+--
+-- Rules for changing this file:
+--   * Never edit or remove a migration that has shipped: add a new one at the end.
+--   * Never drop or empty a table of users: a restart (and an upgrade) keeps every user.
+--   * Keep each statement idempotent (IF NOT EXISTS) where SQLite allows it, so a file
+--     that has the objects but an old number is still upgraded safely.
+-- Connection settings (WAL, foreign keys, busy timeout) are not schema: see store.connect().
 
-BEGIN IMMEDIATE;
-
+-- @migration 1: the course's users table
 -- The course's User model: id, email, hashed_password, session_id, reset_token,
 -- every string a VARCHAR(250).
 CREATE TABLE IF NOT EXISTS users (
@@ -40,4 +44,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_email_nocase ON users (email COLLATE NOC
 CREATE INDEX IF NOT EXISTS users_session_id ON users (session_id);
 CREATE INDEX IF NOT EXISTS users_reset_token ON users (reset_token);
 
-COMMIT;
+-- @migration 2: login attempts per email, for throttling
+-- One row per email that has recent login attempts, registered or not (so an unknown
+-- email is throttled like a known one, and no user row is ever created for it). It lives
+-- in the database so that every gunicorn worker counts the same attempts.
+CREATE TABLE IF NOT EXISTS login_attempts (
+    email VARCHAR(250) PRIMARY KEY COLLATE NOCASE,
+    -- Attempts since the window started; a successful login deletes the row.
+    attempts INTEGER NOT NULL,
+    -- When the first attempt of the window was made (Unix seconds).
+    window_started_at REAL NOT NULL
+);
+
+-- Rows whose window has passed are deleted by this column at every attempt.
+CREATE INDEX IF NOT EXISTS login_attempts_window ON login_attempts (window_started_at);

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -48,6 +49,10 @@ class DuplicateEmail(ValueError):
     """The email is already registered: the unique index refused a second row."""
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was upgraded by a newer authsvc than this one: refuse to touch it."""
+
+
 # ----------------------------------------------------------------------------- the row
 
 
@@ -69,6 +74,50 @@ class User:
 # matches `PRAGMA table_info(users)`, so schema.sql and this file cannot drift apart.
 USER_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(User))
 _SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginAttempts:
+    """The login attempts counted for one email in the current throttling window."""
+
+    attempts: int
+    window_started_at: float
+
+
+# ----------------------------------------------------------------------------- schema
+
+_MIGRATION_HEADER = re.compile(r"^-- @migration (\d+):.*$", re.MULTILINE)
+
+
+def read_migrations(text: str) -> list[list[str]]:
+    """Split schema.sql into its migrations, each a list of SQL statements, in order.
+
+    Migration N is the text after the header line `-- @migration N: ...` up to the next
+    header. Numbers must run 1, 2, 3...; statements are cut at the `;` that completes
+    them (sqlite3.complete_statement), so a `;` inside a comment or string is safe.
+    """
+    parts = _MIGRATION_HEADER.split(text)
+    numbers = [int(number) for number in parts[1::2]]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(
+            f"schema.sql migrations must be numbered 1, 2, 3...; found {numbers}"
+        )
+    return [_statements(body) for body in parts[2::2]]
+
+
+def _statements(sql: str) -> list[str]:
+    """The complete SQL statements in `sql`, in order (comments between them dropped)."""
+    statements, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+MIGRATIONS = read_migrations(SCHEMA_PATH.read_text(encoding="utf-8"))
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # ----------------------------------------------------------------------------- connections
@@ -141,18 +190,37 @@ class Store:
     # -- lifecycle
 
     def initialize(self) -> None:
-        """Apply schema.sql and switch the file to WAL mode, on a connection closed after.
+        """Bring the file up to the current schema, in WAL mode, on a connection closed after.
 
-        Safe to run in every worker at every start-up: the schema is idempotent and never
-        drops anything. WAL lets readers (every `GET /profile`) run while one writer writes;
-        the setting is stored in the file, so once is enough.
+        Safe to run in every worker at every start-up (see schema.sql): the version is read
+        inside the write transaction, so of several workers starting at once the first
+        applies the missing migrations and the others find nothing left to do. WAL lets
+        readers (every `GET /profile`) run while one writer writes; the mode is stored in
+        the file. Raises SchemaTooNew for a file a newer authsvc has upgraded.
         """
         conn = connect(self.path)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(SCHEMA_PATH.read_text(encoding="utf-8"))
+            with transaction(conn):
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise SchemaTooNew(
+                        f"{self.path} has schema version {version}; this authsvc knows "
+                        f"up to {SCHEMA_VERSION}"
+                    )
+                for number, statements in enumerate(
+                    MIGRATIONS[version:], start=version + 1
+                ):
+                    for statement in statements:
+                        conn.execute(statement)
+                    # A PRAGMA takes no placeholder; `number` is an int this code computed.
+                    conn.execute(f"PRAGMA user_version = {number}")
         finally:
             conn.close()
+
+    def schema_version(self) -> int:
+        """The number of the last migration applied to the file (PRAGMA user_version)."""
+        return self._connection().execute("PRAGMA user_version").fetchone()[0]
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use.
@@ -241,3 +309,36 @@ class Store:
             )
         if cursor.rowcount == 0:
             raise UserNotFound(f"no user with id {user_id}")
+
+    # -- login throttling (shared by every worker, because it is in the database)
+
+    def count_login_attempt(
+        self, email: str, now: float, window: float
+    ) -> LoginAttempts:
+        """Count one login attempt for `email` and return the tally of its current window.
+
+        Atomic, so simultaneous attempts on several workers are all counted. Rows whose
+        window ended by `now` are deleted first, so the table holds only live windows and
+        an attempt after a window ended opens a new one.
+        """
+        conn = self._connection()
+        with transaction(conn):
+            conn.execute(
+                "DELETE FROM login_attempts WHERE window_started_at <= ?",
+                (now - window,),
+            )
+            (row,) = conn.execute(
+                "INSERT INTO login_attempts (email, attempts, window_started_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1"
+                " RETURNING attempts, window_started_at",
+                (email, now),
+            ).fetchall()
+        return LoginAttempts(
+            attempts=row["attempts"], window_started_at=row["window_started_at"]
+        )
+
+    def clear_login_attempts(self, email: str) -> None:
+        """Forget the login attempts of `email` (after a successful login)."""
+        conn = self._connection()
+        with transaction(conn):
+            conn.execute("DELETE FROM login_attempts WHERE email = ?", (email,))

@@ -8,6 +8,7 @@ wire, state shared by workers, simultaneous registrations, no connection forked 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,9 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 from conftest import ROOT, GunicornServer
+
+from authsvc import email_hash
+from store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +187,198 @@ def test_registered_users_survive_kill_9(
             timeout=TIMEOUT,
         )
         assert response.status_code == 200, (email, response.text)
+
+
+# -- hardening, against real servers
+
+
+def worker_pid(session: requests.Session, server: GunicornServer) -> str:
+    """The pid of the worker holding this keep-alive connection (from its audit line)."""
+    session.delete(
+        f"{server.url}/sessions", timeout=TIMEOUT
+    )  # audited as logout no_session
+    pids = re.findall(r"\[(\d+)\] \[INFO\] authsvc\.audit: event=logout", server.log())
+    return pids[-1]
+
+
+def sessions_on_two_workers(server: GunicornServer) -> list[requests.Session]:
+    """Two keep-alive connections that gunicorn gave to two different workers."""
+    by_pid: dict[str, requests.Session] = {}
+    opened = []
+    for _ in range(40):
+        session = requests.Session()
+        opened.append(session)
+        by_pid.setdefault(worker_pid(session, server), session)
+        if len(by_pid) == 2:
+            return list(by_pid.values())
+    pytest.fail("gunicorn never gave a connection to the second worker")
+
+
+def test_the_failure_count_is_shared_by_the_workers(
+    gunicorn_server: GunicornServer,
+) -> None:
+    url = gunicorn_server.url
+    email, password = "throttled@example.com", "right pw"
+    requests.post(
+        f"{url}/users", data={"email": email, "password": password}, timeout=TIMEOUT
+    )
+    first, second = sessions_on_two_workers(gunicorn_server)
+    wrong = {"email": email, "password": "wrong"}
+    for session in (first, second):
+        for _ in range(5):
+            assert (
+                session.post(f"{url}/sessions", data=wrong, timeout=TIMEOUT).status_code
+                == 401
+            )
+    response = first.post(
+        f"{url}/sessions", data={"email": email, "password": password}, timeout=TIMEOUT
+    )
+    print(
+        f"\n11th attempt: {response.status_code} Retry-After={response.headers.get('Retry-After')} {response.json()}"
+    )
+    assert response.status_code == 429
+    assert 890 <= int(response.headers["Retry-After"]) <= 900
+    assert response.json() == {
+        "message": "too many failed logins for this email; try again later"
+    }
+    assert (
+        second.post(f"{url}/sessions", data=wrong, timeout=TIMEOUT).status_code == 429
+    )
+    failed_on = re.findall(
+        rf"\[(\d+)\] \[INFO\] authsvc\.audit: event=login outcome=failed email_hash={email_hash(email)}",
+        gunicorn_server.log(),
+    )
+    assert len(failed_on) == 10 and len(set(failed_on)) == 2
+
+
+def test_a_reset_token_works_once_under_a_race(gunicorn_server: GunicornServer) -> None:
+    url = gunicorn_server.url
+    email = "racetoken@example.com"
+    requests.post(
+        f"{url}/users", data={"email": email, "password": "pw"}, timeout=TIMEOUT
+    )
+    token = requests.post(
+        f"{url}/reset_password", data={"email": email}, timeout=TIMEOUT
+    ).json()["reset_token"]
+    barrier = threading.Barrier(10)
+
+    def spend(index: int) -> int:
+        data = {"email": email, "reset_token": token, "new_password": f"new{index}"}
+        barrier.wait()
+        return requests.put(
+            f"{url}/reset_password", data=data, timeout=TIMEOUT
+        ).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = sorted(pool.map(spend, range(10)))
+    assert statuses == [200] + [403] * 9
+
+
+def test_the_logs_hold_every_event_and_no_secret(
+    start_server: Callable[..., GunicornServer],
+) -> None:
+    server = start_server()
+    url = server.url
+    email, password, new_password = (
+        "audited@example.com",
+        "first secret pw",
+        "second secret pw",
+    )
+    secrets_used = [password, new_password]
+    requests.post(
+        f"{url}/users", data={"email": email, "password": password}, timeout=TIMEOUT
+    )
+    requests.post(
+        f"{url}/sessions",
+        data={"email": email, "password": "a wrong secret"},
+        timeout=TIMEOUT,
+    )
+    secrets_used.append("a wrong secret")
+    login = requests.post(
+        f"{url}/sessions", data={"email": email, "password": password}, timeout=TIMEOUT
+    )
+    session_id = login.cookies["session_id"]
+    secrets_used += [session_id, login.headers["Set-Cookie"]]
+    requests.get(f"{url}/profile", cookies={"session_id": session_id}, timeout=TIMEOUT)
+    requests.delete(
+        f"{url}/sessions", cookies={"session_id": session_id}, timeout=TIMEOUT
+    )
+    token = requests.post(
+        f"{url}/reset_password", data={"email": email}, timeout=TIMEOUT
+    ).json()["reset_token"]
+    secrets_used.append(token)
+    data = {"email": email, "reset_token": token, "new_password": new_password}
+    requests.put(f"{url}/reset_password", data=data, timeout=TIMEOUT)
+    requests.put(f"{url}/reset_password", data=data, timeout=TIMEOUT)
+    second = requests.post(
+        f"{url}/sessions",
+        data={"email": email, "password": new_password},
+        timeout=TIMEOUT,
+    )
+    secrets_used.append(second.cookies["session_id"])
+    for _ in range(11):  # ten failures, then the throttle
+        requests.post(
+            f"{url}/sessions",
+            data={"email": email, "password": "a wrong secret"},
+            timeout=TIMEOUT,
+        )
+    conn = sqlite3.connect(server.db_path)
+    stored = conn.execute(
+        "SELECT hashed_password, session_id, reset_token FROM users"
+    ).fetchall()
+    conn.close()
+    secrets_used += [
+        value for row in stored for value in row if value
+    ]  # hashes and digests
+    server.stop()  # flush and close everything the workers had to say
+
+    log = server.log()
+    for secret in secrets_used:
+        assert secret not in log, f"a secret reached the log: {secret[:4]}..."
+    assert email not in log
+    who = f"email_hash={email_hash(email)} client=127.0.0.1"
+    for line in [
+        "event=register outcome=ok user=1 client=127.0.0.1",
+        f"event=login outcome=failed {who}",
+        "event=login outcome=ok user=1 client=127.0.0.1",
+        "event=logout outcome=ok user=1 client=127.0.0.1",
+        f"event=reset_request outcome=ok {who}",
+        f"event=password_update outcome=ok {who}",
+        f"event=password_update outcome=invalid_token {who}",
+        f"event=login outcome=throttled {who}",
+    ]:
+        assert line in log, line
+
+
+def test_a_database_of_the_first_release_keeps_its_users(
+    tmp_path: Path, start_server: Callable[..., GunicornServer]
+) -> None:
+    """Made with the schema.sql the first release shipped, then served by this one."""
+    old_schema = (ROOT / "tests" / "fixtures" / "schema-first-release.sql").read_text()
+    db_path = tmp_path / "authsvc.db"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(old_schema)
+    hashed = bcrypt.hashpw(b"old password", bcrypt.gensalt(4)).decode()
+    conn.execute(
+        "INSERT INTO users (email, hashed_password) VALUES ('old@example.com', ?)",
+        (hashed,),
+    )
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    conn.close()
+
+    server = start_server()
+    response = requests.post(
+        f"{server.url}/sessions",
+        data={"email": "old@example.com", "password": "old password"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200
+    profile = requests.get(
+        f"{server.url}/profile", cookies=response.cookies, timeout=TIMEOUT
+    )
+    assert profile.json() == {"email": "old@example.com"}
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT COUNT(*) FROM login_attempts").fetchone()[0] == 0
+    conn.close()

@@ -247,3 +247,102 @@ def test_close_closes_the_connection(db: Store) -> None:
     assert (
         db.add_user("after@example.com", "h").id == 1
     )  # the next call opens a new one
+
+
+# -- schema versions
+
+
+def test_a_new_database_gets_every_migration(db: Store) -> None:
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 2
+    tables = {
+        row[0]
+        for row in db._connection().execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    assert {"users", "login_attempts"} <= tables
+
+
+def test_a_first_release_database_is_upgraded_and_keeps_its_users(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        (Path(__file__).parent / "fixtures" / "schema-first-release.sql").read_text()
+    )
+    conn.execute(
+        "INSERT INTO users (email, hashed_password) VALUES ('old@example.com', 'h')"
+    )
+    conn.close()
+    upgraded = Store(path)
+    upgraded.initialize()
+    assert upgraded.schema_version() == store.SCHEMA_VERSION
+    assert upgraded.find_user_by(email="old@example.com").hashed_password == "h"
+    upgraded.close()
+
+
+def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(store.SchemaTooNew, match="schema version 3"):
+        Store(path).initialize()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # untouched
+    conn.close()
+
+
+def test_migrations_must_be_numbered_in_order() -> None:
+    with pytest.raises(ValueError, match="numbered"):
+        store.read_migrations(
+            "-- @migration 1: a\nSELECT 1;\n-- @migration 3: c\nSELECT 3;\n"
+        )
+
+
+def test_a_semicolon_in_a_comment_does_not_split_a_statement() -> None:
+    (statements,) = store.read_migrations(
+        "-- @migration 1: x\nCREATE TABLE t (\n  -- a; b\n  x INTEGER\n);\nCREATE INDEX i ON t (x);\n"
+    )
+    assert statements == [
+        "CREATE TABLE t (\n  -- a; b\n  x INTEGER\n);",
+        "CREATE INDEX i ON t (x);",
+    ]
+
+
+# -- login attempts
+
+
+def test_login_attempts_are_counted_per_email_within_a_window(db: Store) -> None:
+    counts = [
+        db.count_login_attempt("a@example.com", 1000.0 + i, 60).attempts
+        for i in range(3)
+    ]
+    assert counts == [1, 2, 3]
+    assert db.count_login_attempt("A@EXAMPLE.COM", 1003.0, 60) == store.LoginAttempts(
+        4, 1000.0
+    )
+    assert db.count_login_attempt("b@example.com", 1003.0, 60).attempts == 1
+
+
+def test_a_new_window_starts_when_the_old_one_ends(db: Store) -> None:
+    db.count_login_attempt("a@example.com", 1000.0, 60)
+    db.count_login_attempt("a@example.com", 1059.0, 60)
+    assert db.count_login_attempt("a@example.com", 1060.0, 60) == store.LoginAttempts(
+        1, 1060.0
+    )
+
+
+def test_clearing_forgets_the_attempts(db: Store) -> None:
+    db.count_login_attempt("a@example.com", 1000.0, 60)
+    db.clear_login_attempts("A@example.com")
+    assert db.count_login_attempt("a@example.com", 1001.0, 60).attempts == 1
+
+
+def test_ended_windows_are_deleted(db: Store) -> None:
+    for index in range(5):
+        db.count_login_attempt(f"user{index}@example.com", 1000.0, 60)
+    db.count_login_attempt("late@example.com", 2000.0, 60)
+    rows = db._connection().execute("SELECT email FROM login_attempts").fetchall()
+    assert [row[0] for row in rows] == ["late@example.com"]

@@ -1,0 +1,383 @@
+"""Reset tokens by mail (AUTHSVC_RESET_DELIVERY=smtp), against a real SMTP server on loopback.
+
+aiosmtpd runs in a thread of the test process and keeps every message it receives; the
+tests take the token out of the mail, as a user would, and spend it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from conftest import AuthActions, FakeClock, GunicornServer
+from werkzeug.test import Client
+
+from authsvc import RESET_MAILED_MESSAGE, Auth, AuthApp, Config, ConfigError
+
+EMAIL = "bob@example.com"
+PASSWORD = "s3cret pw"
+SENDER = "authsvc@example.com"
+TOKEN_IN_MAIL = re.compile(r"Reset token: ([0-9a-f-]{36})")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (aiosmtpd needs a number up front)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Mailbox:
+    """What the SMTP server received, parsed."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        """Keep the message."""
+        self.messages.append(
+            message_from_bytes(envelope.content, policy=policy.default)
+        )
+        return "250 Message accepted for delivery"
+
+    def token_for(self, email: str) -> str:
+        """The reset token in the last message to `email`."""
+        message = [m for m in self.messages if m["To"] == email][-1]
+        return TOKEN_IN_MAIL.search(message.get_content()).group(1)
+
+
+@dataclass
+class SmtpServer:
+    """A running aiosmtpd server and its mailbox."""
+
+    port: int
+    mailbox: Mailbox
+    controller: Controller
+
+
+def start_smtp(**controller_options: object) -> SmtpServer:
+    """Start aiosmtpd on 127.0.0.1."""
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, **controller_options
+    )
+    controller.start()
+    return SmtpServer(port=port, mailbox=mailbox, controller=controller)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A plain SMTP server on loopback, stopped after the test."""
+    server = start_smtp()
+    yield server
+    server.controller.stop()
+
+
+def smtp_config(config: Config, port: int, **overrides: object) -> Config:
+    """The test's config, delivering reset tokens through 127.0.0.1:`port`."""
+    settings = {
+        "db": config.db,
+        "bcrypt_rounds": 4,
+        "reset_delivery": "smtp",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_from": SENDER,
+        **overrides,
+    }
+    return Config(**settings)
+
+
+@pytest.fixture
+def mail_client(config: Config, clock: FakeClock, smtp: SmtpServer) -> Client:
+    """A client of an app that mails reset tokens to the `smtp` server; Bob is registered."""
+    mail_config = smtp_config(config, smtp.port)
+    client = Client(AuthApp(Auth(mail_config, clock=clock), mail_config))
+    assert AuthActions(client).register(EMAIL, PASSWORD).status_code == 200
+    return client
+
+
+def ask_reset(client: Client, email: str = EMAIL) -> object:
+    """POST /reset_password."""
+    return client.post("/reset_password", data={"email": email})
+
+
+def spend(
+    client: Client, token: str, password: str = "n3w pw", email: str = EMAIL
+) -> object:
+    """PUT /reset_password."""
+    data = {"email": email, "reset_token": token, "new_password": password}
+    return client.put("/reset_password", data=data)
+
+
+def test_the_token_arrives_by_mail_and_resets_the_password(
+    mail_client: Client, smtp: SmtpServer
+) -> None:
+    response = ask_reset(mail_client)
+    assert response.status_code == 200
+    assert response.json == {
+        "message": RESET_MAILED_MESSAGE
+    }  # no token in the response
+    (message,) = smtp.mailbox.messages
+    assert (message["From"], message["To"]) == (SENDER, EMAIL)
+    token = smtp.mailbox.token_for(EMAIL)
+    assert spend(mail_client, token).status_code == 200
+    assert AuthActions(mail_client).login(EMAIL, "n3w pw").status_code == 200
+    assert spend(mail_client, token, "again").status_code == 403
+
+
+def test_an_unknown_email_gets_the_same_answer_and_a_notice_without_token(
+    mail_client: Client, smtp: SmtpServer, db_rows: Callable[[], list[tuple]]
+) -> None:
+    before = db_rows()
+    known = ask_reset(mail_client)
+    unknown = ask_reset(mail_client, "nobody@example.com")
+    assert (unknown.status_code, unknown.json) == (known.status_code, known.json)
+    assert [m["To"] for m in smtp.mailbox.messages] == [EMAIL, "nobody@example.com"]
+    assert [m["Subject"] for m in smtp.mailbox.messages] == [
+        "Your authsvc password reset"
+    ] * 2
+    notice = smtp.mailbox.messages[1].get_content()
+    assert "no account uses it" in notice
+    assert not TOKEN_IN_MAIL.search(notice)
+    assert len(db_rows()) == 1  # no user was created
+    assert db_rows()[0][:4] == before[0][:4]  # only Bob's reset columns changed
+
+
+@pytest.mark.parametrize(
+    "email", [EMAIL, "nobody@example.com"], ids=["registered", "unknown"]
+)
+def test_smtp_down_is_503_and_changes_nothing(
+    config: Config, clock: FakeClock, db_rows: Callable[[], list[tuple]], email: str
+) -> None:
+    down = smtp_config(config, free_port())  # nothing listens there
+    client = Client(AuthApp(Auth(down, clock=clock), down))
+    AuthActions(client).register(EMAIL, PASSWORD)
+    before = db_rows()
+    response = ask_reset(client, email)
+    assert response.status_code == 503
+    assert response.json == {
+        "message": "could not send the reset email; try again later"
+    }
+    assert db_rows() == before
+
+
+def test_a_failed_delivery_leaves_the_new_token_unusable(
+    mail_client: Client,
+    smtp: SmtpServer,
+    config: Config,
+    clock: FakeClock,
+    db_rows: Callable[[], list[tuple]],
+) -> None:
+    """The earlier token stays as it was; the one that could not be sent never works."""
+    ask_reset(mail_client)
+    earlier = smtp.mailbox.token_for(EMAIL)
+    before = db_rows()
+    down = smtp_config(
+        config, free_port()
+    )  # the same database, an SMTP server that is down
+    assert ask_reset(Client(AuthApp(Auth(down, clock=clock), down))).status_code == 503
+    assert db_rows() == before
+    assert spend(mail_client, earlier).status_code == 200
+
+
+def test_a_reset_request_takes_the_same_time_registered_or_not(
+    mail_client: Client,
+) -> None:
+    """Medians of 15 each, interleaved: a token mail vs a no-account notice."""
+    timings: dict[str, list[float]] = {EMAIL: [], "nobody@example.com": []}
+    for _ in range(15):
+        for email, samples in timings.items():
+            start = time.perf_counter()
+            assert ask_reset(mail_client, email).status_code == 200
+            samples.append(time.perf_counter() - start)
+    known, unknown = (statistics.median(samples) for samples in timings.values())
+    print(
+        f"\nreset request: registered {known * 1000:.2f} ms, unknown {unknown * 1000:.2f} ms"
+    )
+    assert 0.67 <= unknown / known <= 1.5
+
+
+def test_smtp_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="^AUTHSVC_RESET_DELIVERY "):
+        Config.from_env({"AUTHSVC_RESET_DELIVERY": "pigeon"})
+    with pytest.raises(ConfigError, match="^AUTHSVC_SMTP_FROM "):
+        Config.from_env({"AUTHSVC_RESET_DELIVERY": "smtp"})
+    with pytest.raises(ConfigError, match="^AUTHSVC_SMTP_PORT "):
+        Config.from_env({"AUTHSVC_SMTP_PORT": "70000"})
+    with pytest.raises(
+        ConfigError, match="^AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD "
+    ):
+        Config.from_env({"AUTHSVC_SMTP_USER": "mailer"})
+    config = Config.from_env(
+        {
+            "AUTHSVC_RESET_DELIVERY": "smtp",
+            "AUTHSVC_SMTP_HOST": "mail.example.com",
+            "AUTHSVC_SMTP_PORT": "587",
+            "AUTHSVC_SMTP_FROM": SENDER,
+            "AUTHSVC_SMTP_USER": "mailer",
+            "AUTHSVC_SMTP_PASSWORD": "hunter2",
+            "AUTHSVC_SMTP_STARTTLS": "yes",
+        }
+    )
+    assert (config.smtp_host, config.smtp_port, config.smtp_starttls) == (
+        "mail.example.com",
+        587,
+        True,
+    )
+    assert "hunter2" not in repr(config)
+
+
+# -- STARTTLS and AUTH
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (the test's own CA)."""
+    if shutil.which("openssl") is None:
+        pytest.fail(
+            "openssl is needed to make a test certificate (.ci/run installs it)"
+        )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def check_login(
+    server: SMTP,
+    session: Session,
+    envelope: Envelope,
+    mechanism: str,
+    auth_data: object,
+) -> AuthResult:
+    """aiosmtpd authenticator: only mailer / hunter2."""
+    ok = isinstance(auth_data, LoginPassword) and (
+        auth_data.login,
+        auth_data.password,
+    ) == (
+        b"mailer",
+        b"hunter2",
+    )
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+
+
+def test_starttls_and_login(
+    config: Config,
+    clock: FakeClock,
+    tls_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = start_smtp(
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=check_login,
+        auth_require_tls=True,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test CA, as a system CA
+    try:
+        secure = smtp_config(
+            config,
+            server.port,
+            smtp_starttls=True,
+            smtp_user="mailer",
+            smtp_password="hunter2",
+        )
+        client = Client(AuthApp(Auth(secure, clock=clock), secure))
+        AuthActions(client).register(EMAIL, PASSWORD)
+        assert ask_reset(client).status_code == 200
+        assert spend(client, server.mailbox.token_for(EMAIL)).status_code == 200
+
+        wrong = smtp_config(
+            config,
+            server.port,
+            smtp_starttls=True,
+            smtp_user="mailer",
+            smtp_password="wrong",
+        )
+        assert (
+            ask_reset(Client(AuthApp(Auth(wrong, clock=clock), wrong))).status_code
+            == 503
+        )
+        plain = smtp_config(config, server.port)  # no STARTTLS: the server refuses
+        assert (
+            ask_reset(Client(AuthApp(Auth(plain, clock=clock), plain))).status_code
+            == 503
+        )
+    finally:
+        server.controller.stop()
+
+
+def test_starttls_refuses_an_untrusted_certificate(
+    config: Config, clock: FakeClock, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    server = start_smtp(tls_context=server_tls, require_starttls=True)
+    try:
+        secure = smtp_config(config, server.port, smtp_starttls=True)
+        client = Client(AuthApp(Auth(secure, clock=clock), secure))
+        AuthActions(client).register(EMAIL, PASSWORD)
+        assert ask_reset(client).status_code == 503
+        assert server.mailbox.messages == []
+    finally:
+        server.controller.stop()
+
+
+# -- end to end
+
+
+@pytest.mark.e2e
+def test_mailed_reset_through_gunicorn(
+    start_server: Callable[..., GunicornServer], smtp: SmtpServer
+) -> None:
+    server = start_server(
+        env={
+            "AUTHSVC_RESET_DELIVERY": "smtp",
+            "AUTHSVC_SMTP_HOST": "127.0.0.1",
+            "AUTHSVC_SMTP_PORT": str(smtp.port),
+            "AUTHSVC_SMTP_FROM": SENDER,
+        }
+    )
+    url = server.url
+    requests.post(
+        f"{url}/users", data={"email": EMAIL, "password": PASSWORD}, timeout=10
+    )
+    response = requests.post(f"{url}/reset_password", data={"email": EMAIL}, timeout=10)
+    assert response.json() == {"message": RESET_MAILED_MESSAGE}
+    token = smtp.mailbox.token_for(EMAIL)
+    data = {"email": EMAIL, "reset_token": token, "new_password": "n3w pw"}
+    assert (
+        requests.put(f"{url}/reset_password", data=data, timeout=10).status_code == 200
+    )
+    login = requests.post(
+        f"{url}/sessions", data={"email": EMAIL, "password": "n3w pw"}, timeout=10
+    )
+    assert login.status_code == 200
+    assert (
+        "AUTHSVC_RESET_DELIVERY=response" not in server.log()
+    )  # no warning in smtp mode
