@@ -8,28 +8,23 @@ AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db.
 from __future__ import annotations
 
 import os
-import re
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 for _name in [name for name in os.environ if name.startswith("AUTHSVC_")]:
     del os.environ[_name]
 _IMPORT_DIR = tempfile.TemporaryDirectory(prefix="authsvc-import-")
 os.environ["AUTHSVC_DB"] = os.path.join(_IMPORT_DIR.name, "import.db")
 os.environ["AUTHSVC_BCRYPT_ROUNDS"] = "4"
 
+import servers
+from servers import GunicornServer
 from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client, TestResponse
 
@@ -38,7 +33,6 @@ from authsvc import Auth, AuthApp, Config
 # bcrypt's lowest cost: a hash takes about a millisecond instead of a quarter second.
 # tests/test_auth.py::test_default_cost_* runs at the real default.
 FAST_ROUNDS = 4
-SERVER_START_SECONDS = 20.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -154,129 +148,17 @@ def actions(client: Client) -> AuthActions:
 
 # ----------------------------------------------------------------------------- gunicorn
 
-_RUNNING: list[GunicornServer] = []
 
-
-@dataclass
-class GunicornServer:
-    """A gunicorn process serving authsvc:app on a loopback port, and its log."""
-
-    process: subprocess.Popen
-    log_path: Path
-    db_path: Path
-    url: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    log_offset: int = (
-        0  # where this server's lines start in a log shared with a restart
-    )
-
-    def log(self) -> str:
-        """Everything this server (gunicorn and the app) has written so far."""
-        with open(self.log_path, "rb") as log_file:
-            log_file.seek(self.log_offset)
-            return log_file.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        """Graceful stop: SIGTERM to the master, then SIGKILL to the group if it hangs."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self in _RUNNING:
-            _RUNNING.remove(self)
-
-    def kill(self) -> None:
-        """Crash: SIGKILL to the master and its workers (its own process group), no cleanup."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        if self in _RUNNING:
-            _RUNNING.remove(self)
-
-
-def start_gunicorn(
-    db_path: Path,
-    log_path: Path,
-    *,
-    workers: int = 2,
-    threads: int = 4,
-    extra_args: tuple[str, ...] = (),
-    env: dict[str, str] | None = None,
-) -> GunicornServer:
-    """Start `gunicorn authsvc:app` on 127.0.0.1 and wait until it answers `GET /`.
-
-    Binding port 0 lets the kernel pick a free port; the port is read back from
-    gunicorn's "Listening at" line, so there is no window where another process can take
-    it. The server gets its own process group, so a crash test can kill the workers too.
-    """
-    server_env = {
-        **{
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("AUTHSVC_")
-        },
-        "AUTHSVC_DB": str(db_path),
+def start_gunicorn(db_path: Path, log_path: Path, **options: object) -> GunicornServer:
+    """servers.start_gunicorn with bcrypt at the test cost; a server that fails fails the test."""
+    env = {
         "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
-        **(env or {}),
+        **(options.pop("env", None) or {}),
     }
-    command = [
-        sys.executable, "-m", "gunicorn",
-        "--bind", "127.0.0.1:0",
-        "--workers", str(workers),
-        "--threads", str(threads),
-        "--no-control-socket",
-        "--log-level", "info",
-        *extra_args,
-        "authsvc:app",
-    ]  # fmt: skip
-    log_offset = log_path.stat().st_size if log_path.exists() else 0
-    with open(
-        log_path, "ab"
-    ) as log_file:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=server_env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = GunicornServer(
-        process=process,
-        log_path=log_path,
-        db_path=db_path,
-        env=server_env,
-        log_offset=log_offset,
-    )
-    _RUNNING.append(server)
     try:
-        server.url = _wait_until_ready(server)
-    except BaseException:
-        server.kill()
-        raise
-    return server
-
-
-def _wait_until_ready(server: GunicornServer) -> str:
-    """Poll the log for the bound port, then `GET /` until 200; fail after a deadline."""
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    url = ""
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(
-                f"gunicorn exited with {server.process.returncode}:\n{server.log()}"
-            )
-        if not url:
-            match = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", server.log())
-            url = match.group(1) if match else ""
-        if url:
-            try:
-                if requests.get(url + "/", timeout=2).status_code == 200:
-                    return url
-            except requests.ConnectionError:
-                pass
-        time.sleep(0.05)
-    pytest.fail(
-        f"gunicorn did not answer within {SERVER_START_SECONDS} s:\n{server.log()}"
-    )
+        return servers.start_gunicorn(db_path, log_path, env=env, **options)
+    except servers.ServerFailed as failure:
+        pytest.fail(str(failure))
 
 
 @pytest.fixture(scope="session")
@@ -314,6 +196,6 @@ def pytest_runtest_makereport(
     """When a test fails, attach the logs of the gunicorn servers still running."""
     report = yield
     if report.failed:
-        for server in _RUNNING:
+        for server in servers.RUNNING:
             report.sections.append((f"gunicorn log ({server.log_path})", server.log()))
     return report

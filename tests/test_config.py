@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, start_gunicorn
+from conftest import start_gunicorn
+from servers import ROOT
 
 from authsvc import Config, ConfigError
 

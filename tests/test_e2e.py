@@ -21,7 +21,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-from conftest import ROOT, GunicornServer
+from servers import ROOT, GunicornServer
 
 from authsvc import email_hash
 from store import SCHEMA_VERSION

@@ -23,7 +23,8 @@ import pytest
 import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from conftest import AuthActions, FakeClock, GunicornServer
+from conftest import AuthActions, FakeClock
+from servers import GunicornServer
 from werkzeug.test import Client
 
 from authsvc import RESET_MAILED_MESSAGE, Auth, AuthApp, Config, ConfigError

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from servers import ROOT
 
 
 @pytest.mark.parametrize(
