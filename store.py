@@ -6,9 +6,12 @@ so every statement the service runs can be read here.
 Connections. A sqlite3 connection must not be shared between threads (sqlite3's
 `check_same_thread` raises if it is) nor carried across `fork()` (two processes would then
 share one file descriptor and one lock state). So a `Store` holds no connection of its own:
-each thread opens its own connection lazily, on first use, and the web layer closes it at
-the end of every request (`Store.close`). Nothing is opened at import or by the constructor,
-so `gunicorn --preload` forks no connection.
+each thread opens its own connection lazily, on first use, and keeps it for its next
+requests (gunicorn's gthread workers keep a fixed pool of threads). Opening a connection
+and preparing its statements again for every request cost `GET /profile` more than the
+rest of the request did (tests/bench.py; README "Performance"). Nothing is opened at
+import or by the constructor, and a connection is never used in another process than the
+one that opened it, so `gunicorn --preload` forks no connection.
 
 Writes. Every write runs inside `transaction()`: `BEGIN IMMEDIATE` takes SQLite's write lock
 at the start, so a check-and-set (a single-use token, say) is atomic across gunicorn workers,
@@ -18,11 +21,12 @@ and WAL mode never has to fail a read-then-write transaction with SQLITE_BUSY.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -171,6 +175,22 @@ def _checked_columns(names: Any, *, allow_id: bool) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=64)
+def _select_where(shape: tuple[tuple[str, bool], ...]) -> str:
+    """The SELECT for filters of this shape: ((column, value is None), ...).
+
+    Built once per shape and cached: the same SQL text also lets sqlite3 reuse the
+    statement it prepared. Raises InvalidQuery for a name that is not a column.
+    """
+    columns = _checked_columns((column for column, _ in shape), allow_id=True)
+    # `IS ?` is equality that also matches NULL = NULL; `= ?` can use the indexes.
+    where = " AND ".join(
+        f"{column} IS ?" if is_none else f"{column} = ?"
+        for column, (_, is_none) in zip(columns, shape, strict=True)
+    )
+    return f"{_SELECT_USER} WHERE {where} LIMIT 1"
+
+
 def _user_from_row(row: sqlite3.Row) -> User:
     """Build a User from a row selected with `_SELECT_USER`."""
     return User(**{column: row[column] for column in USER_COLUMNS})
@@ -275,21 +295,17 @@ class Store:
         """
         if not filters:
             raise InvalidQuery("find_user_by needs at least one column=value filter")
-        columns = _checked_columns(filters, allow_id=True)
-        # `IS ?` is equality that also matches NULL = NULL; `= ?` can use the indexes.
-        where = " AND ".join(
-            f"{column} IS ?" if filters[column] is None else f"{column} = ?"
-            for column in columns
-        )
-        values = [filters[column] for column in columns]
-        row = (
+        shape = tuple((column, filters[column] is None) for column in filters)
+        # fetchall, not fetchone: it runs the statement to its end, so this thread's
+        # long-lived connection keeps no read transaction (and no WAL snapshot) open.
+        rows = (
             self._connection()
-            .execute(f"{_SELECT_USER} WHERE {where} LIMIT 1", values)
-            .fetchone()
+            .execute(_select_where(shape), list(filters.values()))
+            .fetchall()
         )
-        if row is None:
-            raise UserNotFound(f"no user matches {', '.join(columns)}")
-        return _user_from_row(row)
+        if not rows:
+            raise UserNotFound(f"no user matches {', '.join(filters)}")
+        return _user_from_row(rows[0])
 
     def update_user(self, user_id: int, **fields: Any) -> None:
         """Set the given columns of user `user_id`.
@@ -342,3 +358,23 @@ class Store:
         conn = self._connection()
         with transaction(conn):
             conn.execute("DELETE FROM login_attempts WHERE email = ?", (email,))
+
+    # -- bulk loading (tests/bench.py seeds a million users with it)
+
+    def add_many_users(self, emails: Iterable[str], hashed_password: str) -> int:
+        """Insert a user for each email, all with one password hash, in one transaction.
+
+        One transaction and one prepared statement make a million rows a matter of
+        seconds. Raises DuplicateEmail (and inserts nothing) if any email is taken.
+        Returns the number of rows inserted.
+        """
+        conn = self._connection()
+        try:
+            with transaction(conn):
+                cursor = conn.executemany(
+                    "INSERT INTO users (email, hashed_password) VALUES (?, ?)",
+                    ((email, hashed_password) for email in emails),
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateEmail("one of the emails is already registered") from None
+        return cursor.rowcount

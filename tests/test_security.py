@@ -378,3 +378,23 @@ def test_response_delivery_warns_once_at_start_up(
     assert len(warnings) == 1
     assert "AUTHSVC_RESET_DELIVERY=response" in warnings[0].getMessage()
     assert "AUTHSVC_RESET_DELIVERY=smtp in production" in warnings[0].getMessage()
+
+
+def test_a_made_up_reset_token_costs_no_bcrypt(
+    actions: AuthActions, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUT /reset_password checks the token before hashing: no cheap way to burn CPU."""
+    actions.register(EMAIL, PASSWORD)
+    actions.reset_token(EMAIL)
+    calls = []
+    real_hashpw = bcrypt.hashpw
+    monkeypatch.setattr(
+        authsvc.bcrypt, "hashpw", lambda *a: calls.append(1) or real_hashpw(*a)
+    )
+    data = {
+        "email": EMAIL,
+        "reset_token": "00000000-0000-4000-8000-000000000000",
+        "new_password": "x",
+    }
+    assert client.put("/reset_password", data=data).status_code == 403
+    assert calls == []

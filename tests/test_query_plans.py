@@ -1,0 +1,82 @@
+"""Every statement the service runs finds its rows through an index, never a table scan.
+
+A full flow runs in process with sqlite3's trace callback on; each SELECT, UPDATE and DELETE
+it ran is then put through EXPLAIN QUERY PLAN. A scan would make the cost of a request grow
+with the number of users (tests/bench.py --scale-users measures that it does not).
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import AuthActions
+from werkzeug.test import Client
+
+from authsvc import Auth
+
+EMAIL = "bob@example.com"
+
+
+@pytest.fixture
+def statements(auth: Auth, client: Client, actions: AuthActions) -> list[str]:
+    """The SQL of a whole flow: register, fail and succeed to log in, profile, log out,
+    reset the password, and get throttled."""
+    conn = auth._db._connection()
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    actions.register(EMAIL, "pw")
+    actions.login(EMAIL, "wrong")
+    actions.login(EMAIL, "pw")
+    client.get("/profile")
+    client.delete("/sessions")
+    token = actions.reset_token(EMAIL)
+    client.put(
+        "/reset_password",
+        data={"email": EMAIL, "reset_token": token, "new_password": "n"},
+    )
+    for _ in range(11):
+        actions.login("nobody@example.com", "wrong")
+    conn.set_trace_callback(None)
+    return seen
+
+
+def plan(auth: Auth, statement: str) -> list[str]:
+    """The detail lines of EXPLAIN QUERY PLAN for one statement."""
+    rows = auth._db._connection().execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+    return [row[3] for row in rows]
+
+
+def lookups(statements: list[str]) -> list[str]:
+    """The statements that look rows up: SELECT, UPDATE, DELETE (not BEGIN, PRAGMA...)."""
+    return [
+        s for s in statements if s.split()[0].upper() in {"SELECT", "UPDATE", "DELETE"}
+    ]
+
+
+def test_the_flow_looks_users_up_by_each_key(statements: list[str]) -> None:
+    found = " ".join(lookups(statements))
+    for where in (
+        "WHERE email =",
+        "WHERE session_id =",
+        "WHERE reset_token =",
+        "WHERE id =",
+    ):
+        assert where in found, where
+
+
+def test_every_lookup_uses_an_index(auth: Auth, statements: list[str]) -> None:
+    checked = 0
+    for statement in set(lookups(statements)):
+        details = plan(auth, statement)
+        assert details, statement
+        for detail in details:
+            assert detail.startswith("SEARCH"), f"{detail}  <-  {statement}"
+            assert "USING" in detail, f"{detail}  <-  {statement}"
+        checked += 1
+    assert checked >= 6
+
+
+def test_a_scan_would_be_caught(auth: Auth) -> None:
+    """The check above can fail: a lookup on a column without an index is a SCAN."""
+    assert plan(auth, "SELECT * FROM users WHERE hashed_password = 'x'") == [
+        "SCAN users"
+    ]
