@@ -45,7 +45,7 @@ from werkzeug.http import parse_cookie
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from store import DuplicateEmail, Store, User, UserNotFound
+from store import DatabaseBusy, DuplicateEmail, Store, User, UserNotFound
 
 logger = logging.getLogger("authsvc")
 # One line per security event (see AuthApp.audit); a logger of its own, so a deployment
@@ -745,6 +745,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
     DeliveryFailed: (503, "could not send the reset email; try again later"),
+    DatabaseBusy: (503, "the service is busy; try again in a moment"),
 }
 
 # What POST /reset_password answers in smtp mode, registered email or not.

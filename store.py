@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+logger = logging.getLogger("authsvc.store")
 
 # How long a connection waits for another process's write lock before giving up with
 # "database is locked". Writes here are a few milliseconds, so 5 s means real trouble.
@@ -51,6 +53,10 @@ class InvalidQuery(ValueError):
 
 class DuplicateEmail(ValueError):
     """The email is already registered: the unique index refused a second row."""
+
+
+class DatabaseBusy(RuntimeError):
+    """Another process held SQLite's write lock for longer than the busy timeout."""
 
 
 class SchemaTooNew(RuntimeError):
@@ -145,6 +151,9 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run the block as one write transaction: BEGIN IMMEDIATE, then COMMIT or ROLLBACK.
 
+    Raises DatabaseBusy when another connection keeps the write lock past the busy
+    timeout (a long bulk load, say): the caller can answer "try again" instead of failing.
+
     Re-entrant: inside an open transaction it simply joins it, so `Store` methods that
     write can be composed into one atomic step by an outer `Store.transaction()`.
     Note that `with conn:` would only commit; it neither begins IMMEDIATE nor closes.
@@ -152,7 +161,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     if conn.in_transaction:
         yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise
+        logger.warning(
+            "the write lock was busy for %.0f s: giving up", BUSY_TIMEOUT_SECONDS
+        )
+        raise DatabaseBusy("the database is busy") from None
     try:
         yield conn
     except BaseException:

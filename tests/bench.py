@@ -375,6 +375,9 @@ def main() -> None:
         scale = {}
         if args.scale_users > args.users:
             scale[args.users] = scale_probe(authsvc, scripts, args.duration)
+            # The million-row insert holds the write lock for seconds: let the last login
+            # wrk left in flight finish its writes first (it would wait, then get a 503).
+            time.sleep(2)
             seeding |= {
                 "grown_to": args.scale_users,
                 "grow_seconds": seed(store, args.users, args.scale_users, hashed),

@@ -6,10 +6,13 @@ Each test checks the status, the Content-Type, the JSON body and the headers tha
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from conftest import AuthActions, FakeClock
 from werkzeug.test import Client, TestResponse
 
+import store
 from authsvc import Auth, AuthApp, Config
 
 EMAIL = "bob@example.com"
@@ -342,3 +345,24 @@ def test_head_of_index_has_no_body(client: Client) -> None:
     response = client.head("/")
     assert response.status_code == 200
     assert response.get_data() == b""
+
+
+def test_a_busy_database_is_503_not_500(
+    actions: AuthActions,
+    client: Client,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.05)
+    client.application.app.auth.close()  # reconnect with the short timeout
+    holder = sqlite3.connect(config.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # e.g. a long bulk load in another process
+    try:
+        response = actions.register()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert_json(
+        response, 503, {"message": "the service is busy; try again in a moment"}
+    )
+    assert actions.register().status_code == 200

@@ -346,3 +346,19 @@ def test_ended_windows_are_deleted(db: Store) -> None:
     db.count_login_attempt("late@example.com", 2000.0, 60)
     rows = db._connection().execute("SELECT email FROM login_attempts").fetchall()
     assert [row[0] for row in rows] == ["late@example.com"]
+
+
+def test_a_write_lock_held_too_long_is_database_busy(
+    db: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.05)
+    db.close()  # the next connection gets the short timeout
+    holder = sqlite3.connect(db.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(store.DatabaseBusy):
+            db.add_user("late@example.com", "h")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert db.add_user("late@example.com", "h").id == 1
