@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -35,7 +35,6 @@ class GunicornServer:
     log_path: Path
     db_path: Path
     url: str = ""
-    env: dict[str, str] = field(default_factory=dict)
     # Where this server's lines start in a log file shared with an earlier run.
     log_offset: int = 0
 
@@ -115,11 +114,7 @@ def start_gunicorn(
             start_new_session=True,
         )  # fmt: skip
     server = GunicornServer(
-        process=process,
-        log_path=log_path,
-        db_path=db_path,
-        env=server_env,
-        log_offset=log_offset,
+        process=process, log_path=log_path, db_path=db_path, log_offset=log_offset
     )
     RUNNING.append(server)
     try:
