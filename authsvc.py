@@ -333,13 +333,13 @@ class Mailer:
         with self._session() as smtp:
             smtp.send_message(message)
 
-    def send_reset_token(self, to: str, reset_token: str, lifetime: int) -> None:
+    def send_reset_token(self, to: str, reset_token: str) -> None:
         """Mail `reset_token` to `to`. Raises DeliveryFailed."""
         self._send(
             to,
             "Someone (hopefully you) asked to reset the password of your authsvc account.\n\n"
             f"Reset token: {reset_token}\n\n"
-            f"It works once, within {lifetime // 60} minutes, together with this email\n"
+            f"It works once, within {self._config.reset_ttl // 60} minutes, together with this email\n"
             "address (PUT /reset_password). If you did not ask, ignore this message.\n",
         )
 
@@ -536,7 +536,7 @@ class Auth:
             self._mailer.send_no_account_notice(email)
             return None
         reset_token = _generate_uuid()
-        self._mailer.send_reset_token(user.email, reset_token, self._config.reset_ttl)
+        self._mailer.send_reset_token(user.email, reset_token)
         self._store_reset_token(user.id, reset_token)
         return user
 
@@ -550,9 +550,8 @@ class Auth:
         Raises InvalidToken, a ValueError, for an unknown, used, expired or foreign
         token; InvalidPassword past 72 bytes.
         """
-        _password_bytes(
-            password
-        )  # refuse a password bcrypt cannot take before anything else
+        # Refuse a password bcrypt cannot take before anything else.
+        _password_bytes(password)
         filters: dict[str, Any] = {"reset_token": _digest(reset_token)}
         if email is not None:
             filters["email"] = email

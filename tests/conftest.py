@@ -11,6 +11,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def auth(config: Config, clock: FakeClock) -> Iterator[Auth]:
     instance = Auth(config, clock=clock)
     yield instance
     instance.close()
+
+
+def client_for(config: Config, clock: Callable[[], float] = time.time) -> Client:
+    """A test client, checked by LintMiddleware, of an app built on `config` and `clock`."""
+    return Client(LintMiddleware(AuthApp(Auth(config, clock=clock), config)))
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import AuthActions, FakeClock
+from conftest import AuthActions, FakeClock, client_for
 from werkzeug.test import Client, TestResponse
 
 import store
-from authsvc import Auth, AuthApp, Config
+from authsvc import Config
 
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
@@ -93,7 +93,7 @@ def test_login_sets_a_hardened_session_cookie(
 
 def test_login_cookie_is_secure_when_configured(config: Config) -> None:
     secure = Config(db=config.db, bcrypt_rounds=4, cookie_secure=True)
-    client = Client(AuthApp(Auth(secure), secure))
+    client = client_for(secure)
     actions = AuthActions(client)
     actions.register()
     (header,) = set_cookie_headers(actions.login())
@@ -164,7 +164,7 @@ def test_profile_without_a_valid_session_is_403(
 def test_profile_after_the_session_expired_is_403(
     config: Config, clock: FakeClock
 ) -> None:
-    client = Client(AuthApp(Auth(config, clock=clock), config))
+    client = client_for(config, clock)
     actions = AuthActions(client)
     actions.register()
     actions.login()
@@ -293,7 +293,7 @@ def test_a_token_of_another_email_is_403(actions: AuthActions, client: Client) -
 
 
 def test_an_expired_token_is_403(config: Config, clock: FakeClock) -> None:
-    client = Client(AuthApp(Auth(config, clock=clock), config))
+    client = client_for(config, clock)
     actions = AuthActions(client)
     actions.register()
     token = actions.reset_token()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import AuthActions, FakeClock
+from conftest import AuthActions, FakeClock, client_for
 from werkzeug.test import Client
 
 import authsvc
@@ -26,11 +26,6 @@ from authsvc import Auth, AuthApp, Config, _bcrypt_cost
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
 WRONG = "not the password"
-
-
-def make_client(config: Config, clock: FakeClock) -> Client:
-    """A client for an app built on `config`, driven by `clock`."""
-    return Client(AuthApp(Auth(config, clock=clock), config))
 
 
 def stored_hash(path: str, email: str = EMAIL) -> str:
@@ -110,7 +105,7 @@ def test_throttling_follows_its_settings(config: Config, clock: FakeClock) -> No
     strict = Config(
         db=config.db, bcrypt_rounds=4, login_max_failures=3, login_window=60
     )
-    actions = AuthActions(make_client(strict, clock))
+    actions = AuthActions(client_for(strict, clock))
     actions.register(EMAIL, PASSWORD)
     assert [actions.login(EMAIL, WRONG).status_code for _ in range(4)] == [
         401,
@@ -162,7 +157,7 @@ def test_an_unknown_email_does_the_same_bcrypt_work(
 def test_login_timing_does_not_reveal_who_is_registered(tmp_path: Path) -> None:
     """Medians of 15 logins each, at the default cost: unknown email vs wrong password."""
     config = Config(db=str(tmp_path / "timing.db"), login_max_failures=1000)
-    actions = AuthActions(Client(AuthApp(Auth(config), config)))
+    actions = AuthActions(client_for(config))
     assert config.bcrypt_rounds == 12
     actions.register(EMAIL, PASSWORD)
     unknown, wrong = [], []

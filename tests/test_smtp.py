@@ -23,11 +23,11 @@ import pytest
 import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from conftest import AuthActions, FakeClock
+from conftest import AuthActions, FakeClock, client_for
 from servers import GunicornServer
 from werkzeug.test import Client
 
-from authsvc import RESET_MAILED_MESSAGE, Auth, AuthApp, Config, ConfigError
+from authsvc import RESET_MAILED_MESSAGE, Config, ConfigError
 
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
@@ -109,7 +109,7 @@ def smtp_config(config: Config, port: int, **overrides: object) -> Config:
 def mail_client(config: Config, clock: FakeClock, smtp: SmtpServer) -> Client:
     """A client of an app that mails reset tokens to the `smtp` server; Bob is registered."""
     mail_config = smtp_config(config, smtp.port)
-    client = Client(AuthApp(Auth(mail_config, clock=clock), mail_config))
+    client = client_for(mail_config, clock)
     assert AuthActions(client).register(EMAIL, PASSWORD).status_code == 200
     return client
 
@@ -168,7 +168,7 @@ def test_smtp_down_is_503_and_changes_nothing(
     config: Config, clock: FakeClock, db_rows: Callable[[], list[tuple]], email: str
 ) -> None:
     down = smtp_config(config, free_port())  # nothing listens there
-    client = Client(AuthApp(Auth(down, clock=clock), down))
+    client = client_for(down, clock)
     AuthActions(client).register(EMAIL, PASSWORD)
     before = db_rows()
     response = ask_reset(client, email)
@@ -193,7 +193,7 @@ def test_a_failed_delivery_leaves_the_new_token_unusable(
     down = smtp_config(
         config, free_port()
     )  # the same database, an SMTP server that is down
-    assert ask_reset(Client(AuthApp(Auth(down, clock=clock), down))).status_code == 503
+    assert ask_reset(client_for(down, clock)).status_code == 503
     assert db_rows() == before
     assert spend(mail_client, earlier).status_code == 200
 
@@ -307,7 +307,7 @@ def test_starttls_and_login(
             smtp_user="mailer",
             smtp_password="hunter2",
         )
-        client = Client(AuthApp(Auth(secure, clock=clock), secure))
+        client = client_for(secure, clock)
         AuthActions(client).register(EMAIL, PASSWORD)
         assert ask_reset(client).status_code == 200
         assert spend(client, server.mailbox.token_for(EMAIL)).status_code == 200
@@ -319,15 +319,9 @@ def test_starttls_and_login(
             smtp_user="mailer",
             smtp_password="wrong",
         )
-        assert (
-            ask_reset(Client(AuthApp(Auth(wrong, clock=clock), wrong))).status_code
-            == 503
-        )
+        assert ask_reset(client_for(wrong, clock)).status_code == 503
         plain = smtp_config(config, server.port)  # no STARTTLS: the server refuses
-        assert (
-            ask_reset(Client(AuthApp(Auth(plain, clock=clock), plain))).status_code
-            == 503
-        )
+        assert ask_reset(client_for(plain, clock)).status_code == 503
     finally:
         server.controller.stop()
 
@@ -341,7 +335,7 @@ def test_starttls_refuses_an_untrusted_certificate(
     server = start_smtp(tls_context=server_tls, require_starttls=True)
     try:
         secure = smtp_config(config, server.port, smtp_starttls=True)
-        client = Client(AuthApp(Auth(secure, clock=clock), secure))
+        client = client_for(secure, clock)
         AuthActions(client).register(EMAIL, PASSWORD)
         assert ask_reset(client).status_code == 503
         assert server.mailbox.messages == []
