@@ -15,18 +15,22 @@ mail, `Auth` (the logic the course asks for), request helpers, responses, the UR
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import secrets
 import smtplib
 import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qsl
@@ -41,11 +45,11 @@ from werkzeug.exceptions import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from werkzeug.http import parse_cookie
 from werkzeug.routing import Map, Rule
+from werkzeug.sansio.http import parse_cookie as parse_cookie_text
 from werkzeug.wrappers import Request, Response
 
-from store import DatabaseBusy, DuplicateEmail, Store, User, UserNotFound
+from store import DatabaseBusy, DuplicateEmail, Session, Store, User, UserNotFound
 
 logger = logging.getLogger("authsvc")
 # One line per security event (see AuthApp.audit); a logger of its own, so a deployment
@@ -69,6 +73,8 @@ class Config:
     db: str = "authsvc.db"
     bcrypt_rounds: int = 12
     session_ttl: int = 24 * 60 * 60
+    session_idle_ttl: int = 60 * 60  # 0: no idle expiry
+    max_sessions: int = 20
     reset_ttl: int = 15 * 60
     cookie_secure: bool = False
     login_max_failures: int = 10
@@ -95,9 +101,21 @@ class Config:
                 environ, "AUTHSVC_BCRYPT_ROUNDS", defaults.bcrypt_rounds, 4, 31
             ),
             session_ttl=_env_int(
-                environ, "AUTHSVC_SESSION_TTL", defaults.session_ttl, 1
+                environ, "AUTHSVC_SESSION_TTL", defaults.session_ttl, 1, MAX_SESSION_TTL
             ),
-            reset_ttl=_env_int(environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1),
+            session_idle_ttl=_env_int(
+                environ,
+                "AUTHSVC_SESSION_IDLE_TTL",
+                defaults.session_idle_ttl,
+                0,
+                MAX_SESSION_TTL,
+            ),
+            max_sessions=_env_int(
+                environ, "AUTHSVC_MAX_SESSIONS", defaults.max_sessions, 1, 1000
+            ),
+            reset_ttl=_env_int(
+                environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1, MAX_RESET_TTL
+            ),
             cookie_secure=_env_bool(
                 environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure
             ),
@@ -105,13 +123,22 @@ class Config:
                 environ, "AUTHSVC_LOGIN_MAX_FAILURES", defaults.login_max_failures, 1
             ),
             login_window=_env_int(
-                environ, "AUTHSVC_LOGIN_WINDOW", defaults.login_window, 1
+                environ,
+                "AUTHSVC_LOGIN_WINDOW",
+                defaults.login_window,
+                1,
+                MAX_LOGIN_WINDOW,
             ),
             **_smtp_settings(environ, defaults),
         )
 
 
 RESET_DELIVERIES = ("response", "smtp")
+# Upper bounds for the lifetimes, in seconds. Beyond them a setting is a mistake (a
+# session alive for years), and a huge number would overflow the clock arithmetic.
+MAX_SESSION_TTL = 366 * 24 * 60 * 60
+MAX_RESET_TTL = 24 * 60 * 60
+MAX_LOGIN_WINDOW = 24 * 60 * 60
 
 
 def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
@@ -211,7 +238,11 @@ class InvalidToken(ValueError):
 
 
 class InvalidPassword(ValueError):
-    """The password cannot be hashed: bcrypt uses at most 72 bytes and refuses more."""
+    """The password cannot be a password: over bcrypt's 72 bytes, or holding a NUL."""
+
+
+class UnknownSession(LookupError):
+    """No live session of this user has that public id (another user's, ended, unknown)."""
 
 
 class InvalidCredentials(Exception):
@@ -253,9 +284,24 @@ def _password_bytes(password: str) -> bytes:
     return encoded
 
 
+def _new_password_bytes(password: str) -> bytes:
+    """Encode a password about to be stored, refusing a NUL character as well.
+
+    bcrypt treats its input as a NUL-terminated string: a hash of "\0" accepts "\0\0\0"
+    and "", and a hash of "Secret" accepts "Secret\0Secret". A password holding a NUL
+    would not be the password its owner thinks it is.
+    """
+    if "\0" in password:
+        raise InvalidPassword("password must not contain a NUL character")
+    return _password_bytes(password)
+
+
 def _hash_password(password: str, rounds: int = DEFAULT_BCRYPT_ROUNDS) -> bytes:
-    """Return a salted bcrypt hash of `password` (the cost and salt are inside the hash)."""
-    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(rounds))
+    """Return a salted bcrypt hash of `password` (the cost and salt are inside the hash).
+
+    Raises InvalidPassword past 72 bytes or for a NUL character.
+    """
+    return bcrypt.hashpw(_new_password_bytes(password), bcrypt.gensalt(rounds))
 
 
 def _bcrypt_cost(hashed_password: str) -> int:
@@ -281,6 +327,26 @@ def _digest(secret: str) -> str:
 # =============================================================================================
 # Reset-token delivery by mail
 # =============================================================================================
+
+
+def is_single_mailbox(email: str) -> bool:
+    """True when the mailer would send to exactly this one mailbox.
+
+    The standard library's address parser is the one smtplib's messages go through: an
+    address it cannot parse would crash the mailer, and one it parses differently
+    ("a,b@c.d" is two recipients, "a:b@c.d" a group) would mail someone else. Letters
+    beyond ASCII (SMTPUTF8: "josé@x.io") stand in as "a" for the check, since the parser
+    flags them as a defect although SMTPUTF8 servers take them.
+    """
+    ascii_shape = re.sub(r"[^\x00-\x7f]", "a", email)
+    try:
+        parsed = Address(addr_spec=ascii_shape).addr_spec
+    # Besides its own errors, the parser raises IndexError and AttributeError on some
+    # malformed input ("a@[b.c"): all of them mean it is not an address to mail.
+    except (HeaderParseError, ValueError, IndexError, AttributeError):
+        return False
+    return parsed == ascii_shape
+
 
 SMTP_TIMEOUT_SECONDS = 10.0
 
@@ -364,6 +430,10 @@ class Mailer:
 # =============================================================================================
 
 
+# What a session keeps of its login's User-Agent header, for the listing.
+MAX_USER_AGENT_CHARS = 256
+
+
 class Auth:
     """Registration, login, sessions and password resets, on top of the store.
 
@@ -388,6 +458,11 @@ class Auth:
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
         )
+        # How stale a session's recorded last use may get before a request records a new
+        # one (SPEC: at most min(60 s, idle lifetime / 10) behind the real use). Writing
+        # at every request would make every GET /profile a write transaction.
+        idle = self._config.session_idle_ttl
+        self._use_grain = min(60.0, idle / 10) if idle else 60.0
 
     def close(self) -> None:
         """Close this thread's database connection (the next call opens a new one)."""
@@ -399,7 +474,8 @@ class Auth:
         """Create a user with a bcrypt hash of `password`.
 
         Raises DuplicateEmail, a ValueError "User <email> already exists", when the email
-        is taken (the database's unique index decides), InvalidPassword past 72 bytes.
+        is taken (the database's unique index decides); InvalidPassword past 72 bytes or
+        for a NUL character.
         """
         hashed = _hash_password(password, self._config.bcrypt_rounds)
         return self._db.add_user(email, hashed.decode("ascii"))
@@ -407,32 +483,44 @@ class Auth:
     def _verify(self, email: str, password: str) -> User | None:
         """The user if `password` is right for `email`, else None, in the same time either way.
 
-        For an unknown email the password is checked against a dummy hash of the same
-        cost, so a login for an unregistered address is not measurably faster than a
-        wrong password for a registered one. Raises InvalidPassword past 72 bytes.
+        Every refusal costs one bcrypt check at the configured cost: for an unknown
+        email, a password holding NUL (no stored password has one) or a hash stored at a
+        lower cost, the password is (also) checked against a dummy hash of that cost, so
+        timing does not tell who is registered, nor whose hash is old. Raises
+        InvalidPassword past 72 bytes.
         """
         encoded = _password_bytes(password)
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
+            user = None
+        if user is None or "\0" in password:
             bcrypt.checkpw(encoded, self._dummy_hash)
             return None
-        if not bcrypt.checkpw(encoded, user.hashed_password.encode("ascii")):
-            return None
-        return user
+        if bcrypt.checkpw(encoded, user.hashed_password.encode("ascii")):
+            return user
+        if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
+            bcrypt.checkpw(encoded, self._dummy_hash)
+        return None
 
     def valid_login(self, email: str, password: str) -> bool:
         """True when `email` is registered and `password` is its password."""
         return self._verify(email, password) is not None
 
-    def log_in(self, email: str, password: str) -> tuple[User, str]:
+    def log_in(
+        self, email: str, password: str, user_agent: str = "", ip: str = ""
+    ) -> tuple[User, str]:
         """Check a login attempt and start a session: (the user, the new session id).
 
         Every attempt is counted for the email (registered or not) before the password
         is checked; past `login_max_failures` attempts within `login_window` seconds it
-        raises LoginThrottled, even with the right password, until the window ends. A
-        success forgets the count, and re-hashes the password if the configured cost has
-        risen since it was stored. Raises InvalidCredentials for a wrong email or password.
+        raises LoginThrottled, even with the right password, until the window ends.
+        Raises InvalidCredentials for a wrong email or password, and also when a password
+        reset replaced the password while this one was being checked.
+
+        A success is one write transaction: the new session (only if the stored hash is
+        still the one checked), a re-hash if the configured cost has risen since the
+        password was stored (conditional on that same hash), and forgetting the count.
         """
         now = self._clock()
         window = self._config.login_window
@@ -444,58 +532,144 @@ class Auth:
         user = self._verify(email, password)
         if user is None:
             raise InvalidCredentials("wrong email or password")
-        session_id = _generate_uuid()
-        fields = self._session_fields(session_id)
+        rehashed = None
         if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
-            fields["hashed_password"] = _hash_password(
-                password, self._config.bcrypt_rounds
-            ).decode("ascii")
+            rehashed = _hash_password(password, self._config.bcrypt_rounds)
         with self._db.transaction():
+            session_id = self._start_session(user, user_agent, ip)
+            if session_id is None:
+                raise InvalidCredentials("the password changed during the login")
+            if rehashed is not None:
+                self._db.update_user(user.id, hashed_password=rehashed.decode("ascii"))
             self._db.clear_login_attempts(email)
-            self._db.update_user(user.id, **fields)
         return user, session_id
 
-    # -- sessions
+    # -- sessions: one row per login, several per user
 
-    def _session_fields(self, session_id: str) -> dict[str, Any]:
-        """The users columns that make `session_id` the user's one live session."""
-        return {
-            "session_id": _digest(session_id),
-            "session_expires_at": self._clock() + self._config.session_ttl,
-        }
+    def _live_after(self, now: float) -> float:
+        """The last-use time at or before which a session has been idle too long."""
+        idle = self._config.session_idle_ttl
+        return now - idle if idle else -math.inf
 
-    def create_session(self, email: str) -> str | None:
+    def _is_live(self, session: Session, now: float) -> bool:
+        """True while the session is within both its absolute and its idle lifetime."""
+        return now < session.expires_at and session.last_used_at > self._live_after(now)
+
+    def session_ends_at(self, session: Session) -> float:
+        """When the session ends if it is not used again (Unix seconds)."""
+        idle = self._config.session_idle_ttl
+        if not idle:
+            return session.expires_at
+        return min(session.expires_at, session.last_used_at + idle)
+
+    def _start_session(self, user: User, user_agent: str, ip: str) -> str | None:
+        """Store a new session for `user` and return its id; None if the password the
+        caller read in `user` is no longer the stored one (see Store.add_session).
+
+        A fresh id at every login (no session fixation); the user's other sessions stay,
+        up to `max_sessions`, beyond which the least recently used one ends.
+        """
+        now = self._clock()
+        session_id = _generate_uuid()
+        session = Session(
+            id=0,
+            public_id=secrets.token_hex(16),
+            user_id=user.id,
+            digest=_digest(session_id),
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self._config.session_ttl,
+            user_agent=user_agent[:MAX_USER_AGENT_CHARS],
+            ip=ip,
+        )
+        started = self._db.add_session(
+            session,
+            password_hash=user.hashed_password,
+            max_sessions=self._config.max_sessions,
+            live_after=self._live_after(now),
+        )
+        return session_id if started else None
+
+    def create_session(
+        self, email: str, user_agent: str = "", ip: str = ""
+    ) -> str | None:
         """Start a new session for `email` and return its id, or None for an unknown email.
 
-        A fresh id at every login (no session fixation); it replaces the previous one,
-        which ends that session: one session per user, as in the course model.
+        The user's other sessions keep working (several devices). `user_agent` and `ip`
+        describe the device, for the listing.
         """
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
             return None
-        session_id = _generate_uuid()
-        self._db.update_user(user.id, **self._session_fields(session_id))
-        return session_id
+        return self._start_session(user, user_agent, ip)
 
-    def get_user_from_session_id(self, session_id: str | None) -> User | None:
-        """The user whose live session this is, or None (no id, unknown id, or expired)."""
+    def get_session(self, session_id: str | None) -> tuple[User, Session] | None:
+        """The user and the live session this id opens, or None; records the use.
+
+        None for no id, an unknown id, and a session past its absolute or idle lifetime.
+        The use is written only when the recorded one is older than the grain, with a
+        conditional UPDATE (Store.touch_session), so most requests only read.
+        """
         if not session_id:
             return None
-        try:
-            user = self._db.find_user_by(session_id=_digest(session_id))
-        except UserNotFound:
+        found = self._db.find_session(_digest(session_id))
+        if found is None:
             return None
-        if user.session_expires_at is None or user.session_expires_at <= self._clock():
+        session, user = found
+        now = self._clock()
+        if not self._is_live(session, now):
             return None
+        stale_before = now - self._use_grain
+        if session.last_used_at < stale_before:
+            self._db.touch_session(session.id, now, stale_before)
+        return user, session
+
+    def get_user_from_session_id(self, session_id: str | None) -> User | None:
+        """The user whose live session this is, or None (no id, unknown id, or ended)."""
+        found = self.get_session(session_id)
+        return found[0] if found else None
+
+    def list_sessions(self, user_id: int) -> list[Session]:
+        """The user's live sessions, most recently used first."""
+        now = self._clock()
+        return self._db.user_sessions(user_id, now, self._live_after(now))
+
+    def end_session(self, user_id: int, public_id: str) -> Session:
+        """End the user's live session with this public id and return it.
+
+        Raises UnknownSession alike for another user's session, an ended one and an
+        unknown id, so the answer tells nobody which sessions exist.
+        """
+        now = self._clock()
+        ended = self._db.delete_session(user_id, public_id, now, self._live_after(now))
+        if ended is None:
+            raise UnknownSession("no such session")
+        return ended
+
+    def end_other_sessions(self, user_id: int, current: Session) -> int:
+        """End every session of the user but `current`; return how many live ones ended."""
+        now = self._clock()
+        return self._db.delete_user_sessions(
+            user_id, now, self._live_after(now), keep=current.id
+        )
+
+    def log_out(self, session_id: str | None) -> User | None:
+        """End the session this id opens (only that one); the user, or None if none."""
+        found = self.get_session(session_id)
+        if found is None:
+            return None
+        user, session = found
+        self._db.delete_session_by_digest(session.digest)
         return user
 
     def destroy_session(self, user_id: int) -> None:
-        """End the user's session, if any (logging out twice is not an error)."""
-        try:
-            self._db.update_user(user_id, session_id=None, session_expires_at=None)
-        except UserNotFound:
-            return
+        """End every session of the user (the course's "log the user out").
+
+        Logging out twice, or a user that does not exist, is not an error.
+        """
+        now = self._clock()
+        self._db.delete_user_sessions(user_id, now, self._live_after(now))
 
     # -- password reset
 
@@ -530,6 +704,8 @@ class Auth:
         """
         if self._mailer is None:
             raise RuntimeError("mail_reset_token needs AUTHSVC_RESET_DELIVERY=smtp")
+        if not is_single_mailbox(email):
+            return None  # nobody could have registered it, and no mail can go there
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
@@ -546,12 +722,14 @@ class Auth:
         """Set a new password with a reset token, which is then used up.
 
         When `email` is given (the HTTP layer always gives it) the token must have been
-        issued for that email. The password change also ends the user's session.
+        issued for that email. In the same transaction the change ends every session of
+        the user and clears the email's failed-login count (the owner has just proved
+        who they are, so a lock-out someone else caused ends with it).
         Raises InvalidToken, a ValueError, for an unknown, used, expired or foreign
-        token; InvalidPassword past 72 bytes.
+        token; InvalidPassword past 72 bytes or for a NUL character.
         """
         # Refuse a password bcrypt cannot take before anything else.
-        _password_bytes(password)
+        _new_password_bytes(password)
         filters: dict[str, Any] = {"reset_token": _digest(reset_token)}
         if email is not None:
             filters["email"] = email
@@ -564,13 +742,10 @@ class Auth:
         with self._db.transaction():
             user = self._live_reset_holder(filters)
             self._db.update_user(
-                user.id,
-                hashed_password=hashed,
-                reset_token=None,
-                reset_expires_at=None,
-                session_id=None,
-                session_expires_at=None,
+                user.id, hashed_password=hashed, reset_token=None, reset_expires_at=None
             )
+            self.destroy_session(user.id)
+            self._db.clear_login_attempts(user.email)
 
     def _live_reset_holder(self, filters: dict[str, Any]) -> User:
         """The user whose unexpired reset token matches `filters`; InvalidToken if none."""
@@ -695,18 +870,29 @@ def read_fields(request: ApiRequest, *names: str) -> dict[str, str]:
     return fields
 
 
-def valid_email(email: str) -> str:
-    """The email without surrounding spaces, or a 400 when it cannot be an address."""
+def lookup_email(email: str) -> str:
+    """An email to look an account up by: without surrounding spaces, at most 254 characters.
+
+    Only registration checks the shape of an address. The routes that look one up treat
+    an address nobody could have registered like any unregistered one (401 at login, 403
+    for a reset token), as the course and its clients expect.
+    """
     email = email.strip()
     if len(email) > MAX_EMAIL_CHARS:
         raise BadRequest(f"email must be at most {MAX_EMAIL_CHARS} characters")
-    if not EMAIL_SHAPE.fullmatch(email):
+    return email
+
+
+def new_email(email: str) -> str:
+    """An email to register: `lookup_email`, and the shape of exactly one mailbox (400 if not)."""
+    email = lookup_email(email)
+    if not EMAIL_SHAPE.fullmatch(email) or not is_single_mailbox(email):
         raise BadRequest("email is not a valid address")
     return email
 
 
 def valid_password(name: str, password: str) -> str:
-    """The password unchanged (spaces are part of it), or a 400 past bcrypt's 72 bytes."""
+    """A password to check, unchanged (spaces are part of it); 400 past bcrypt's 72 bytes."""
     try:
         _password_bytes(password)
     except InvalidPassword:
@@ -714,6 +900,15 @@ def valid_password(name: str, password: str) -> str:
             f"{name} must be at most {BCRYPT_MAX_PASSWORD_BYTES} bytes in UTF-8"
         ) from None
     return password
+
+
+def new_password(name: str, password: str) -> str:
+    """A password to store: `valid_password`, and no NUL character (400 saying why)."""
+    if "\0" in password:
+        raise BadRequest(
+            f"{name} must not contain a NUL character (bcrypt would ignore what follows it)"
+        )
+    return valid_password(name, password)
 
 
 def valid_token(token: str) -> str:
@@ -741,6 +936,7 @@ LOGIN_CHALLENGE = WWWAuthenticate(
 # (InvalidCredentials and LoginThrottled are answered in on_login: they carry headers.)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DuplicateEmail: (400, "email already registered"),
+    UnknownSession: (404, "no such session"),
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
     DeliveryFailed: (503, "could not send the reset email; try again later"),
@@ -777,8 +973,35 @@ def session_cookie(request: ApiRequest) -> str | None:
     WSGI hands over as `environ["HTTP_COOKIE"]`. Reading that one key is much cheaper
     than `request.cookies`, whose header view walks the whole environ: this runs on
     every authenticated request.
+
+    WSGI hands header bytes over decoded as Latin-1; Werkzeug's `parse_cookie` turns
+    them back into bytes and decodes those as UTF-8, strictly, so a byte like 0xff in
+    anyone's cookie would raise. Decoding here with replacement keeps the other cookies
+    readable, and a session id is ASCII: a value that is not is no session.
     """
-    return parse_cookie(request.environ.get("HTTP_COOKIE", "")).get(SESSION_COOKIE)
+    header = request.environ.get("HTTP_COOKIE", "")
+    text = header.encode("latin-1", "replace").decode("utf-8", "replace")
+    value = parse_cookie_text(text).get(SESSION_COOKIE)
+    if value is None or not value.isascii():
+        return None
+    return value
+
+
+def device_of(request: ApiRequest) -> tuple[str, str]:
+    """The (User-Agent, client address) a session records about the device that logs in.
+
+    The agent is cut to 256 characters and anything unprintable in it (a header's bytes
+    arrive as Latin-1) becomes "?": it is shown back to the user in the listing.
+    """
+    agent = request.environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT_CHARS]
+    agent = "".join(char if char.isprintable() else "?" for char in agent)
+    return agent, request.remote_addr or ""
+
+
+def iso_utc(unix_seconds: float) -> str:
+    """A Unix time as an ISO 8601 UTC string to the second: "2026-11-23T10:35:47Z"."""
+    moment = datetime.datetime.fromtimestamp(unix_seconds, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def email_hash(email: str) -> str:
@@ -799,6 +1022,10 @@ URL_MAP = Map(
         Rule("/users", methods=["POST"], endpoint="register"),
         Rule("/sessions", methods=["POST"], endpoint="login"),
         Rule("/sessions", methods=["DELETE"], endpoint="logout"),
+        Rule("/sessions", methods=["GET"], endpoint="list_sessions"),
+        # A fixed path outranks a <variable> one, so "others" never reaches end_session.
+        Rule("/sessions/others", methods=["DELETE"], endpoint="end_other_sessions"),
+        Rule("/sessions/<public_id>", methods=["DELETE"], endpoint="end_session"),
         Rule("/profile", methods=["GET"], endpoint="profile"),
         Rule("/reset_password", methods=["POST"], endpoint="reset_token"),
         Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
@@ -807,12 +1034,12 @@ URL_MAP = Map(
 
 # Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
 # no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
-NO_STORE_ENDPOINTS = frozenset(
-    {"login", "logout", "profile", "reset_token", "update_password"}
-)
 # Endpoints whose answer depends on the session cookie: `Vary: Cookie`, so no cache
 # serves one user's answer to another.
-COOKIE_ENDPOINTS = frozenset({"logout", "profile"})
+COOKIE_ENDPOINTS = frozenset(
+    {"logout", "profile", "list_sessions", "end_session", "end_other_sessions"}
+)
+NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {"login", "reset_token", "update_password"}
 
 
 # =============================================================================================
@@ -866,8 +1093,8 @@ class AuthApp:
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""
         fields = read_fields(request, "email", "password")
-        email = valid_email(fields["email"])
-        password = valid_password("password", fields["password"])
+        email = new_email(fields["email"])
+        password = new_password("password", fields["password"])
         try:
             user = self.auth.register_user(email, password)
         except DuplicateEmail:
@@ -879,10 +1106,11 @@ class AuthApp:
     def on_login(self, request: ApiRequest) -> Response:
         """POST /sessions: check the password and hand out a new session cookie."""
         fields = read_fields(request, "email", "password")
-        email = valid_email(fields["email"])
+        email = lookup_email(fields["email"])
         password = valid_password("password", fields["password"])
+        user_agent, ip = device_of(request)
         try:
-            user, session_id = self.auth.log_in(email, password)
+            user, session_id = self.auth.log_in(email, password, user_agent, ip)
         except LoginThrottled as throttled:
             self.audit(request, "login", "throttled", email=email)
             # 429 with Retry-After: how many seconds until this email may try again.
@@ -912,19 +1140,12 @@ class AuthApp:
         )
         return response
 
-    def on_logout(self, request: ApiRequest) -> Response:
-        """DELETE /sessions: end the session and send the browser home."""
-        user = self.auth.get_user_from_session_id(session_cookie(request))
-        if user is None:
-            self.audit(request, "logout", "no_session")
-            raise Forbidden("no valid session")
-        self.auth.destroy_session(user.id)
-        self.audit(request, "logout", "ok", user=user)
-        # 302 Found: "look at / instead". Browsers and requests follow it with a GET.
-        response = json_response({"message": "logged out"}, status=302)
-        response.headers["Location"] = "/"
-        # A cookie is deleted by setting it again, expired, with the same name, path and
-        # attributes: a browser treats a cookie with another path as a different cookie.
+    def clear_session_cookie(self, response: Response) -> None:
+        """Tell the browser to drop its session cookie.
+
+        A cookie is deleted by setting it again, expired, with the same name, path and
+        attributes: a browser treats a cookie with another path as a different cookie.
+        """
         response.delete_cookie(
             SESSION_COOKIE,
             path="/",
@@ -932,18 +1153,73 @@ class AuthApp:
             samesite="Lax",
             secure=self.config.cookie_secure,
         )
+
+    def current_session(self, request: ApiRequest) -> tuple[User, Session]:
+        """The user and live session of the request's cookie; 403 when there is none."""
+        found = self.auth.get_session(session_cookie(request))
+        if found is None:
+            raise Forbidden("no valid session")
+        return found
+
+    def on_logout(self, request: ApiRequest) -> Response:
+        """DELETE /sessions: end this session (the user's others stay) and send the browser home."""
+        user = self.auth.log_out(session_cookie(request))
+        if user is None:
+            self.audit(request, "logout", "no_session")
+            raise Forbidden("no valid session")
+        self.audit(request, "logout", "ok", user=user)
+        # 302 Found: "look at / instead". Browsers and requests follow it with a GET.
+        response = json_response({"message": "logged out"}, status=302)
+        response.headers["Location"] = "/"
+        self.clear_session_cookie(response)
         return response
+
+    def on_list_sessions(self, request: ApiRequest) -> Response:
+        """GET /sessions: where the user is logged in, most recently used first."""
+        user, current = self.current_session(request)
+        sessions = [
+            {
+                "id": session.public_id,
+                "created_at": iso_utc(session.created_at),
+                "last_used_at": iso_utc(session.last_used_at),
+                "expires_at": iso_utc(self.auth.session_ends_at(session)),
+                "user_agent": session.user_agent,
+                "ip": session.ip,
+                "current": session.id == current.id,
+            }
+            for session in self.auth.list_sessions(user.id)
+        ]
+        return json_response({"sessions": sessions})
+
+    def on_end_session(self, request: ApiRequest, public_id: str) -> Response:
+        """DELETE /sessions/<id>: end one of the user's sessions (404 for any other id)."""
+        user, current = self.current_session(request)
+        try:
+            ended = self.auth.end_session(user.id, public_id)
+        except UnknownSession:
+            self.audit(request, "end_session", "unknown", user=user)
+            raise
+        self.audit(request, "end_session", "ok", user=user)
+        response = json_response({"message": "session ended"})
+        if ended.id == current.id:
+            self.clear_session_cookie(response)
+        return response
+
+    def on_end_other_sessions(self, request: ApiRequest) -> Response:
+        """DELETE /sessions/others: end every session of the user but this one."""
+        user, current = self.current_session(request)
+        ended = self.auth.end_other_sessions(user.id, current)
+        self.audit(request, "end_other_sessions", "ok", user=user)
+        return json_response({"message": "other sessions ended", "ended": ended})
 
     def on_profile(self, request: ApiRequest) -> Response:
         """GET /profile: who the session cookie belongs to."""
-        user = self.auth.get_user_from_session_id(session_cookie(request))
-        if user is None:
-            raise Forbidden("no valid session")
+        user, _ = self.current_session(request)
         return json_response({"email": user.email})
 
     def on_reset_token(self, request: ApiRequest) -> Response:
         """POST /reset_password: issue a reset token, in the response or by mail."""
-        email = valid_email(read_fields(request, "email")["email"])
+        email = lookup_email(read_fields(request, "email")["email"])
         if self.config.reset_delivery == "smtp":
             return self._mail_reset_token(request, email)
         try:
@@ -968,11 +1244,11 @@ class AuthApp:
     def on_update_password(self, request: ApiRequest) -> Response:
         """PUT /reset_password: set a new password with a reset token."""
         fields = read_fields(request, "email", "reset_token", "new_password")
-        email = valid_email(fields["email"])
+        email = lookup_email(fields["email"])
         reset_token = valid_token(fields["reset_token"])
-        new_password = valid_password("new_password", fields["new_password"])
+        password = new_password("new_password", fields["new_password"])
         try:
-            self.auth.update_password(reset_token, new_password, email=email)
+            self.auth.update_password(reset_token, password, email=email)
         except InvalidToken:
             self.audit(request, "password_update", "invalid_token", email=email)
             raise

@@ -58,3 +58,44 @@ CREATE TABLE IF NOT EXISTS login_attempts (
 
 -- Rows whose window has passed are deleted by this column at every attempt.
 CREATE INDEX IF NOT EXISTS login_attempts_window ON login_attempts (window_started_at);
+
+-- @migration 3: sessions as rows, several per user
+-- One row per login, so a user can be logged in on several devices at once (before this,
+-- users.session_id held the one session a user could have). users.session_id stays in the
+-- table, as the course model has it, but nothing writes it any more: README "Sessions".
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    -- The handle GET /sessions shows and DELETE /sessions/<id> takes: random, and not
+    -- derived from the session id, so showing it opens nothing.
+    public_id VARCHAR(64) NOT NULL UNIQUE,
+    -- Deleting a user deletes their sessions (PRAGMA foreign_keys = ON in store.connect()).
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    -- SHA-256 (hex) of the session id in the cookie, never the id itself. Unique: the
+    -- session check of every authenticated request is one lookup of this index.
+    digest VARCHAR(64) NOT NULL UNIQUE,
+    -- Unix seconds: the login; the last recorded use (at most a minute behind the real
+    -- one, see Auth.get_session); the absolute end, whatever the use.
+    created_at REAL NOT NULL,
+    last_used_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    -- The login's User-Agent (cut to 256 characters) and client address, for the listing.
+    user_agent VARCHAR(256) NOT NULL DEFAULT '',
+    ip VARCHAR(64) NOT NULL DEFAULT ''
+);
+
+-- A user's sessions, most recently used last: the listing, the bound on their number
+-- (which ends the least recently used) and "end every session" are index ranges.
+CREATE INDEX IF NOT EXISTS sessions_user_last_used ON sessions (user_id, last_used_at);
+
+-- Users logged in before this upgrade stay logged in: each live session moves to a row.
+-- The first release did not record when a session started or was last used, so both
+-- are the time of the upgrade.
+INSERT INTO sessions (public_id, user_id, digest, created_at, last_used_at, expires_at)
+SELECT lower(hex(randomblob(16))), id, session_id,
+       CAST(strftime('%s', 'now') AS REAL), CAST(strftime('%s', 'now') AS REAL),
+       session_expires_at
+FROM users
+WHERE session_id IS NOT NULL
+  AND session_expires_at > CAST(strftime('%s', 'now') AS REAL);
+
+UPDATE users SET session_id = NULL, session_expires_at = NULL WHERE session_id IS NOT NULL;

@@ -27,6 +27,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,10 @@ class InvalidQuery(ValueError):
 
 class DuplicateEmail(ValueError):
     """The email is already registered: the unique index refused a second row."""
+
+
+class InvalidValue(ValueError):
+    """A value the schema refuses (NULL where a column needs one), not a duplicate."""
 
 
 class DatabaseBusy(RuntimeError):
@@ -84,6 +89,34 @@ class User:
 # matches `PRAGMA table_info(users)`, so schema.sql and this file cannot drift apart.
 USER_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(User))
 _SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """One row of `sessions`: a login on one device. Times are Unix seconds."""
+
+    id: int
+    public_id: str
+    user_id: int
+    digest: str
+    created_at: float
+    last_used_at: float
+    expires_at: float
+    user_agent: str = ""
+    ip: str = ""
+
+
+SESSION_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(Session)
+)
+_SELECT_SESSION = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"
+# The session check of every authenticated request: the session and its user in one
+# lookup of the unique digest index (then one of the users primary key).
+_SELECT_SESSION_AND_USER = (
+    f"SELECT {', '.join('s.' + column for column in SESSION_COLUMNS)}, "
+    f"{', '.join('u.' + column + ' AS user_' + column for column in USER_COLUMNS)} "
+    "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +164,19 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # ----------------------------------------------------------------------------- connections
+
+# How long a starting worker waits for a write lock it needs to upgrade the schema.
+BOOT_WAIT_SECONDS = 120.0
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    """The number of the last migration applied to the file (0 for a new file)."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _journal_mode(conn: sqlite3.Connection) -> str:
+    """The file's journal mode ("wal" once initialize() has run; "delete" before)."""
+    return conn.execute("PRAGMA journal_mode").fetchone()[0]
 
 
 def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -208,9 +254,25 @@ def _select_where(shape: tuple[tuple[str, bool], ...]) -> str:
     return f"{_SELECT_USER} WHERE {where} LIMIT 1"
 
 
-def _user_from_row(row: sqlite3.Row) -> User:
-    """Build a User from a row selected with `_SELECT_USER`."""
-    return User(**{column: row[column] for column in USER_COLUMNS})
+def _user_from_row(row: sqlite3.Row, prefix: str = "") -> User:
+    """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name)."""
+    return User(**{column: row[prefix + column] for column in USER_COLUMNS})
+
+
+def _session_from_row(row: sqlite3.Row) -> Session:
+    """Build a Session from a row selected with `_SELECT_SESSION`."""
+    return Session(**{column: row[column] for column in SESSION_COLUMNS})
+
+
+def _integrity_error(error: sqlite3.IntegrityError, email: Any) -> ValueError:
+    """The store's own error for a constraint the database enforced.
+
+    Only the unique index on email means "already registered"; a NULL where the schema
+    needs a value is another mistake, and saying "duplicate" for it would mislead.
+    """
+    if error.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+        return DuplicateEmail(f"User {email} already exists")
+    return InvalidValue(f"the database refused the values: {error.sqlite_errorname}")
 
 
 # ----------------------------------------------------------------------------- the store
@@ -229,35 +291,58 @@ class Store:
     def initialize(self) -> None:
         """Bring the file up to the current schema, in WAL mode, on a connection closed after.
 
-        Safe to run in every worker at every start-up (see schema.sql): the version is read
-        inside the write transaction, so of several workers starting at once the first
-        applies the missing migrations and the others find nothing left to do. WAL lets
-        readers (every `GET /profile`) run while one writer writes; the mode is stored in
-        the file. Raises SchemaTooNew for a file a newer authsvc has upgraded.
+        Safe to run in every worker at every start-up (see schema.sql). When the file is
+        already current it only reads (WAL readers never wait for a writer), so a worker
+        can boot while another process holds the write lock for a long bulk load. When
+        migrations are due, the version is read again inside the write transaction, so of
+        several workers starting at once the first applies them and the others find
+        nothing left to do; a write lock held past the busy timeout is waited out, with a
+        warning every BUSY_TIMEOUT_SECONDS, up to BOOT_WAIT_SECONDS: a worker that gave
+        up would make gunicorn stop the whole server. Raises SchemaTooNew for a file a
+        newer authsvc has upgraded, DatabaseBusy once BOOT_WAIT_SECONDS have passed.
         """
         conn = connect(self.path)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            with transaction(conn):
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise SchemaTooNew(
-                        f"{self.path} has schema version {version}; this authsvc knows "
-                        f"up to {SCHEMA_VERSION}"
-                    )
-                for number, statements in enumerate(
-                    MIGRATIONS[version:], start=version + 1
-                ):
-                    for statement in statements:
-                        conn.execute(statement)
-                    # A PRAGMA takes no placeholder; `number` is an int this code computed.
-                    conn.execute(f"PRAGMA user_version = {number}")
+            deadline = time.monotonic() + BOOT_WAIT_SECONDS
+            while True:
+                try:
+                    self._upgrade(conn)
+                    return
+                except DatabaseBusy:
+                    if time.monotonic() >= deadline:
+                        raise
+                    logger.warning("the schema upgrade waits for the write lock")
         finally:
             conn.close()
 
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """One attempt of `initialize`: WAL mode and the missing migrations, if any."""
+        if _user_version(conn) == SCHEMA_VERSION and _journal_mode(conn) == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            raise DatabaseBusy("the database is busy") from None
+        with transaction(conn):
+            version = _user_version(conn)
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {version}; this authsvc knows "
+                    f"up to {SCHEMA_VERSION}"
+                )
+            for number, statements in enumerate(
+                MIGRATIONS[version:], start=version + 1
+            ):
+                for statement in statements:
+                    conn.execute(statement)
+                # A PRAGMA takes no placeholder; `number` is an int this code computed.
+                conn.execute(f"PRAGMA user_version = {number}")
+
     def schema_version(self) -> int:
         """The number of the last migration applied to the file (PRAGMA user_version)."""
-        return self._connection().execute("PRAGMA user_version").fetchone()[0]
+        return _user_version(self._connection())
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use.
@@ -300,8 +385,8 @@ class Store:
                     "INSERT INTO users (email, hashed_password) VALUES (?, ?)",
                     (email, hashed_password),
                 )
-        except sqlite3.IntegrityError:
-            raise DuplicateEmail(f"User {email} already exists") from None
+        except sqlite3.IntegrityError as error:
+            raise _integrity_error(error, email) from None
         return User(id=cursor.lastrowid, email=email, hashed_password=hashed_password)
 
     def find_user_by(self, **filters: Any) -> User:
@@ -327,8 +412,9 @@ class Store:
     def update_user(self, user_id: int, **fields: Any) -> None:
         """Set the given columns of user `user_id`.
 
-        Raises ValueError (InvalidQuery) when a field names no column or is `id`, and
-        UserNotFound when there is no such user. No fields is a no-op.
+        Raises ValueError: InvalidQuery when a field names no column or is `id`,
+        DuplicateEmail when the new email is another user's, InvalidValue for a NULL the
+        schema refuses. UserNotFound when there is no such user. No fields is a no-op.
         """
         columns = _checked_columns(fields, allow_id=False)
         if not columns:
@@ -336,12 +422,158 @@ class Store:
         assignments = ", ".join(f"{column} = ?" for column in columns)
         values = [fields[column] for column in columns]
         conn = self._connection()
-        with transaction(conn):
-            cursor = conn.execute(
-                f"UPDATE users SET {assignments} WHERE id = ?", [*values, user_id]
-            )
+        try:
+            with transaction(conn):
+                cursor = conn.execute(
+                    f"UPDATE users SET {assignments} WHERE id = ?", [*values, user_id]
+                )
+        except sqlite3.IntegrityError as error:
+            raise _integrity_error(error, fields.get("email")) from None
         if cursor.rowcount == 0:
             raise UserNotFound(f"no user with id {user_id}")
+
+    # -- sessions: one row per login (schema.sql, migration 3)
+    #
+    # "Live" is decided by the caller's clock, passed in as two bounds: a session is live
+    # while `expires_at > now` (its absolute lifetime) and `last_used_at > live_after`
+    # (its idle lifetime: `live_after` is now minus the idle lifetime, or -inf when idle
+    # expiry is off). The store keeps no clock of its own, so tests can move time.
+
+    def add_session(
+        self,
+        session: Session,
+        *,
+        password_hash: str,
+        max_sessions: int,
+        live_after: float,
+    ) -> bool:
+        """Insert `session` (its `id` is ignored) as one atomic step; False if refused.
+
+        In one write transaction: the user's ended sessions are deleted (expired rows
+        are cleaned up at each login), the new row is inserted only if the user's stored
+        password hash is still `password_hash`, and the user's least recently used
+        sessions beyond `max_sessions` are deleted. The hash condition closes a race: a
+        login that checked a password which a reset replaced while bcrypt ran must not
+        start a session (it returns False, and nothing is written).
+        """
+        now = session.created_at
+        conn = self._connection()
+        with transaction(conn):
+            conn.execute(
+                "DELETE FROM sessions WHERE user_id = ?"
+                " AND (expires_at <= ? OR last_used_at <= ?)",
+                (session.user_id, now, live_after),
+            )
+            inserted = conn.execute(
+                "INSERT INTO sessions (public_id, user_id, digest, created_at,"
+                " last_used_at, expires_at, user_agent, ip)"
+                " SELECT ?, id, ?, ?, ?, ?, ?, ? FROM users"
+                " WHERE id = ? AND hashed_password = ?",
+                (
+                    session.public_id, session.digest, session.created_at,
+                    session.last_used_at, session.expires_at, session.user_agent,
+                    session.ip, session.user_id, password_hash,
+                ),
+            ).rowcount  # fmt: skip
+            conn.execute(
+                "DELETE FROM sessions WHERE user_id = ? AND id NOT IN"
+                " (SELECT id FROM sessions WHERE user_id = ?"
+                "  ORDER BY last_used_at DESC, id DESC LIMIT ?)",
+                (session.user_id, session.user_id, max_sessions),
+            )
+        return inserted == 1
+
+    def find_session(self, digest: str) -> tuple[Session, User] | None:
+        """The session whose id has this digest, with its user; None if there is none.
+
+        Live or not: the caller decides with its clock. One indexed lookup.
+        """
+        rows = (
+            self._connection().execute(_SELECT_SESSION_AND_USER, (digest,)).fetchall()
+        )
+        if not rows:
+            return None
+        return _session_from_row(rows[0]), _user_from_row(rows[0], prefix="user_")
+
+    def touch_session(self, session_id: int, now: float, stale_before: float) -> None:
+        """Record a use of session `session_id` at `now`, if the recorded one is older
+        than `stale_before`.
+
+        The condition is in the UPDATE itself: of many simultaneous requests that all saw
+        a stale time, the first writes and the others match no row, so a burst of
+        requests costs one write, not one each.
+        """
+        conn = self._connection()
+        with transaction(conn):
+            conn.execute(
+                "UPDATE sessions SET last_used_at = ? WHERE id = ? AND last_used_at < ?",
+                (now, session_id, stale_before),
+            )
+
+    def user_sessions(
+        self, user_id: int, now: float, live_after: float
+    ) -> list[Session]:
+        """The user's live sessions, most recently used first."""
+        rows = (
+            self._connection()
+            .execute(
+                f"{_SELECT_SESSION} WHERE user_id = ? AND last_used_at > ?"
+                " AND expires_at > ? ORDER BY last_used_at DESC, id DESC",
+                (user_id, live_after, now),
+            )
+            .fetchall()
+        )
+        return [_session_from_row(row) for row in rows]
+
+    def delete_session(
+        self, user_id: int, public_id: str, now: float, live_after: float
+    ) -> Session | None:
+        """Delete the user's live session with this public id; return it, or None.
+
+        Another user's session, an ended one and an unknown id are all None alike.
+        """
+        conn = self._connection()
+        with transaction(conn):
+            rows = conn.execute(
+                "DELETE FROM sessions WHERE public_id = ? AND user_id = ?"
+                f" AND last_used_at > ? AND expires_at > ? RETURNING {', '.join(SESSION_COLUMNS)}",
+                (public_id, user_id, live_after, now),
+            ).fetchall()
+        return _session_from_row(rows[0]) if rows else None
+
+    def delete_session_by_digest(self, digest: str) -> bool:
+        """Delete the session whose id has this digest (a logout). True if there was one."""
+        conn = self._connection()
+        with transaction(conn):
+            deleted = conn.execute(
+                "DELETE FROM sessions WHERE digest = ?", (digest,)
+            ).rowcount
+        return deleted == 1
+
+    def delete_user_sessions(
+        self,
+        user_id: int,
+        now: float,
+        live_after: float,
+        *,
+        keep: int | None = None,
+    ) -> int:
+        """Delete every session of the user except the one with id `keep`.
+
+        Returns how many of the deleted sessions were live (ended ones go too, uncounted).
+        """
+        keep_id = -1 if keep is None else keep
+        conn = self._connection()
+        with transaction(conn):
+            live = conn.execute(
+                "DELETE FROM sessions WHERE user_id = ? AND id <> ?"
+                " AND last_used_at > ? AND expires_at > ?",
+                (user_id, keep_id, live_after, now),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM sessions WHERE user_id = ? AND id <> ?", (user_id, keep_id)
+            )
+        return live
 
     # -- login throttling (shared by every worker, because it is in the database)
 

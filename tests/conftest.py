@@ -105,17 +105,49 @@ def client(auth: Auth, config: Config) -> Client:
 @pytest.fixture
 def db_rows(config: Config) -> Callable[[], list[tuple]]:
     """Read every row of users straight from the file, to check what a request changed."""
+    return lambda: snapshot(config.db)["users"]
 
-    def read() -> list[tuple]:
-        conn = sqlite3.connect(config.db)
-        try:
-            return [
-                tuple(row) for row in conn.execute("SELECT * FROM users ORDER BY id")
+
+@pytest.fixture
+def db_state(config: Config) -> Callable[[], dict[str, list[tuple]]]:
+    """Read every row of users and sessions of the test's database."""
+    return lambda: snapshot(config.db)
+
+
+def assert_json(response: TestResponse, status: int, body: dict) -> None:
+    """The response has this status and exactly this JSON body."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json == body
+
+
+def assert_error(response: TestResponse, status: int) -> str:
+    """The response is a JSON error with this status; return its message."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/json"
+    assert list(response.json) == ["message"]
+    assert response.json["message"]
+    return response.json["message"]
+
+
+def snapshot(path: str) -> dict[str, list[tuple]]:
+    """Every row of the tables that hold accounts and sessions, read from the file."""
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: [
+                tuple(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1")
             ]
-        finally:
-            conn.close()
+            for table in ("users", "sessions")
+        }
+    finally:
+        conn.close()
 
-    return read
+
+@pytest.fixture
+def db_snapshot() -> Callable[[str], dict[str, list[tuple]]]:
+    """`snapshot`: what a test compares before and after a request that must change nothing."""
+    return snapshot
 
 
 class AuthActions:

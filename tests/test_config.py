@@ -32,13 +32,25 @@ def test_every_variable_is_read() -> None:
             "AUTHSVC_DB": "/var/lib/authsvc/users.db",
             "AUTHSVC_BCRYPT_ROUNDS": "13",
             "AUTHSVC_SESSION_TTL": "3600",
+            "AUTHSVC_SESSION_IDLE_TTL": "900",
+            "AUTHSVC_MAX_SESSIONS": "5",
             "AUTHSVC_RESET_TTL": "600",
             "AUTHSVC_COOKIE_SECURE": "true",
             "AUTHSVC_LOGIN_MAX_FAILURES": "5",
             "AUTHSVC_LOGIN_WINDOW": "60",
         }
     )
-    assert config == Config("/var/lib/authsvc/users.db", 13, 3600, 600, True, 5, 60)
+    assert config == Config(
+        db="/var/lib/authsvc/users.db",
+        bcrypt_rounds=13,
+        session_ttl=3600,
+        session_idle_ttl=900,
+        max_sessions=5,
+        reset_ttl=600,
+        cookie_secure=True,
+        login_max_failures=5,
+        login_window=60,
+    )
 
 
 @pytest.mark.parametrize("value", ["1", "yes", "ON", " True "])
@@ -61,11 +73,36 @@ def test_cookie_secure_accepts_the_usual_yes(value: str) -> None:
         ("AUTHSVC_COOKIE_SECURE", "maybe"),
         ("AUTHSVC_LOGIN_MAX_FAILURES", "0"),
         ("AUTHSVC_LOGIN_WINDOW", "soon"),
+        ("AUTHSVC_SESSION_IDLE_TTL", "-1"),
+        ("AUTHSVC_SESSION_IDLE_TTL", "an hour"),
+        ("AUTHSVC_MAX_SESSIONS", "0"),
+        ("AUTHSVC_MAX_SESSIONS", "1001"),
+        # Values past any sane lifetime, which overflowed the clock arithmetic (a 500 at
+        # every login or reset) before they had an upper bound.
+        ("AUTHSVC_SESSION_TTL", "1" + "0" * 400),
+        ("AUTHSVC_SESSION_IDLE_TTL", "1" + "0" * 400),
+        ("AUTHSVC_LOGIN_WINDOW", "1" + "0" * 400),
+        ("AUTHSVC_RESET_TTL", "1" + "0" * 400),
+        ("AUTHSVC_SESSION_TTL", str(366 * 86400 + 1)),
+        ("AUTHSVC_RESET_TTL", str(86400 + 1)),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name} "):
         Config.from_env({name: value})
+
+
+def test_idle_expiry_can_be_turned_off() -> None:
+    assert Config.from_env({"AUTHSVC_SESSION_IDLE_TTL": "0"}).session_idle_ttl == 0
+
+
+def test_the_session_defaults_are_nists_aal2_values() -> None:
+    config = Config.from_env({})
+    assert (config.session_ttl, config.session_idle_ttl, config.max_sessions) == (
+        86400,
+        3600,
+        20,
+    )
 
 
 def test_python_authsvc_refuses_to_start_on_a_bad_value(tmp_path: Path) -> None:

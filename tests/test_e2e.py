@@ -382,3 +382,121 @@ def test_a_database_of_the_first_release_keeps_its_users(
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT COUNT(*) FROM login_attempts").fetchone()[0] == 0
     conn.close()
+
+
+# -- sessions as rows (SPEC "Sessions")
+
+
+def log_in_as_device(
+    url: str, email: str, password: str, agent: str
+) -> requests.Session:
+    """A requests.Session that logged in with its own User-Agent: one device."""
+    device = requests.Session()
+    device.headers["User-Agent"] = agent
+    response = device.post(
+        f"{url}/sessions", data={"email": email, "password": password}, timeout=TIMEOUT
+    )
+    assert response.status_code == 200, response.text
+    return device
+
+
+def statuses(cookie: str, url: str, count: int = 12) -> set[int]:
+    """The statuses of `count` GET /profile with this session cookie, on fresh
+    connections (so gunicorn spreads them over its workers)."""
+
+    def one(_: int) -> int:
+        return requests.get(
+            f"{url}/profile", cookies={"session_id": cookie}, timeout=TIMEOUT
+        ).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        return set(pool.map(one, range(count)))
+
+
+def test_two_devices_and_a_logout_on_one(gunicorn_server: GunicornServer) -> None:
+    url = gunicorn_server.url
+    data = {"email": "devices@example.com", "password": "pw"}
+    assert requests.post(f"{url}/users", data=data, timeout=TIMEOUT).status_code == 200
+    laptop = log_in_as_device(url, **data, agent="Laptop/1.0")
+    phone = log_in_as_device(url, **data, agent="Phone/2.0")
+    laptop_id, phone_id = (d.cookies["session_id"] for d in (laptop, phone))
+    assert statuses(laptop_id, url) == statuses(phone_id, url) == {200}
+    listed = laptop.get(f"{url}/sessions", timeout=TIMEOUT).json()["sessions"]
+    assert sorted(s["user_agent"] for s in listed) == ["Laptop/1.0", "Phone/2.0"]
+    assert {s["ip"] for s in listed} == {"127.0.0.1"}
+    response = phone.delete(f"{url}/sessions", allow_redirects=False, timeout=TIMEOUT)
+    assert response.status_code == 302
+    assert "session_id" not in phone.cookies  # the logout cleared it
+    # Every worker sees the logout at once, and the laptop's session on every worker.
+    assert statuses(phone_id, url) == {403}
+    assert statuses(laptop_id, url) == {200}
+    ended = laptop.delete(f"{url}/sessions/others", timeout=TIMEOUT).json()
+    assert ended == {"message": "other sessions ended", "ended": 0}
+
+
+def test_ending_another_device_ends_it_on_every_worker(
+    gunicorn_server: GunicornServer,
+) -> None:
+    url = gunicorn_server.url
+    data = {"email": "stolen@example.com", "password": "pw"}
+    requests.post(f"{url}/users", data=data, timeout=TIMEOUT)
+    mine = log_in_as_device(url, **data, agent="Mine/1.0")
+    thief = log_in_as_device(url, **data, agent="Unknown/6.6")
+    listed = mine.get(f"{url}/sessions", timeout=TIMEOUT).json()["sessions"]
+    (theirs,) = [s["id"] for s in listed if not s["current"]]
+    response = mine.delete(f"{url}/sessions/{theirs}", timeout=TIMEOUT)
+    assert response.json() == {"message": "session ended"}
+    assert statuses(thief.cookies["session_id"], url) == {403}
+    assert statuses(mine.cookies["session_id"], url) == {200}
+
+
+def test_an_idle_session_ends(start_server: Callable[..., GunicornServer]) -> None:
+    """AUTHSVC_SESSION_IDLE_TTL=2: used within 2 s it lives on; left 2 s it ends."""
+    server = start_server(env={"AUTHSVC_SESSION_IDLE_TTL": "2"})
+    data = {"email": "idle@example.com", "password": "pw"}
+    requests.post(f"{server.url}/users", data=data, timeout=TIMEOUT)
+    device = log_in_as_device(server.url, **data, agent="Idle/1.0")
+    for _ in range(3):  # 3.6 s in all, longer than the idle lifetime
+        time.sleep(1.2)
+        assert device.get(f"{server.url}/profile", timeout=TIMEOUT).status_code == 200
+    time.sleep(2.5)
+    assert device.get(f"{server.url}/profile", timeout=TIMEOUT).status_code == 403
+
+
+def test_a_release_2_database_upgrades_under_gunicorn(
+    tmp_path: Path, start_server: Callable[..., GunicornServer]
+) -> None:
+    """A file the previous release made (tests/fixtures/README.md), served by this one."""
+    import json
+
+    fixtures = ROOT / "tests" / "fixtures"
+    (tmp_path / "authsvc.db").write_bytes((fixtures / "release-2.db").read_bytes())
+    secrets = json.loads((fixtures / "release-2.json").read_text())
+    server = start_server()
+    url = server.url
+
+    def profile(session_id: str) -> requests.Response:
+        return requests.get(
+            f"{url}/profile", cookies={"session_id": session_id}, timeout=TIMEOUT
+        )
+
+    assert profile(secrets["alice_session"]).json() == {"email": "alice@example.com"}
+    assert profile(secrets["bob_expired_session"]).status_code == 403
+    for email, password in secrets["passwords"].items():
+        response = requests.post(
+            f"{url}/sessions",
+            data={"email": email, "password": password},
+            timeout=TIMEOUT,
+        )
+        assert response.status_code == 200, email
+    # Alice is now on two devices: the one from before the upgrade and the new login.
+    listed = requests.get(
+        f"{url}/sessions",
+        cookies={"session_id": secrets["alice_session"]},
+        timeout=TIMEOUT,
+    ).json()["sessions"]
+    assert len(listed) == 2
+    conn = sqlite3.connect(tmp_path / "authsvc.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 5
+    conn.close()

@@ -154,8 +154,23 @@ def test_update_user_raises_not_found_for_an_unknown_id(db: Store) -> None:
 def test_update_user_cannot_take_another_users_email(db: Store) -> None:
     db.add_user("a@example.com", "h")
     other = db.add_user("b@example.com", "h")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.DuplicateEmail):
         db.update_user(other.id, email="A@example.com")
+    assert db.find_user_by(id=other.id).email == "b@example.com"
+
+
+def test_update_user_refuses_a_null_email_with_a_value_error(db: Store) -> None:
+    user = db.add_user("a@example.com", "h")
+    with pytest.raises(store.InvalidValue):
+        db.update_user(user.id, email=None)
+    assert issubclass(store.InvalidValue, ValueError)
+    assert not issubclass(store.InvalidValue, store.DuplicateEmail)
+
+
+def test_add_user_with_no_email_is_not_taken_for_a_duplicate(db: Store) -> None:
+    with pytest.raises(store.InvalidValue):
+        db.add_user(None, "h")  # type: ignore[arg-type]
+    assert read_all(db.path) == []
 
 
 # -- transactions
@@ -253,14 +268,14 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 2
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 3
     tables = {
         row[0]
         for row in db._connection().execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
     }
-    assert {"users", "login_attempts"} <= tables
+    assert {"users", "login_attempts", "sessions"} <= tables
 
 
 def test_a_first_release_database_is_upgraded_and_keeps_its_users(
@@ -287,7 +302,7 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(store.SchemaTooNew, match="schema version 3"):
+    with pytest.raises(store.SchemaTooNew, match="schema version 4"):
         Store(path).initialize()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # untouched
