@@ -26,6 +26,7 @@ import secrets
 import smtplib
 import ssl
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,15 +42,26 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    RequestEntityTooLarge,
+    RequestTimeout,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
 from werkzeug.routing import Map, Rule
 from werkzeug.sansio.http import parse_cookie as parse_cookie_text
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
 from werkzeug.wrappers import Request, Response
 
-from store import DatabaseBusy, DuplicateEmail, Session, Store, User, UserNotFound
+from store import (
+    DatabaseBusy,
+    DatabaseUnusable,
+    DuplicateEmail,
+    Session,
+    Store,
+    User,
+    UserNotFound,
+)
 
 logger = logging.getLogger("authsvc")
 # One line per security event (see AuthApp.audit); a logger of its own, so a deployment
@@ -76,6 +88,7 @@ class Config:
     session_idle_ttl: int = 60 * 60  # 0: no idle expiry
     max_sessions: int = 20
     reset_ttl: int = 15 * 60
+    body_timeout: int = 10  # seconds to receive a request body
     cookie_secure: bool = False
     login_max_failures: int = 10
     login_window: int = 15 * 60
@@ -128,6 +141,9 @@ class Config:
                 defaults.login_window,
                 1,
                 MAX_LOGIN_WINDOW,
+            ),
+            body_timeout=_env_int(
+                environ, "AUTHSVC_BODY_TIMEOUT", defaults.body_timeout, 1, 300
             ),
             **_smtp_settings(environ, defaults),
         )
@@ -430,6 +446,24 @@ class Mailer:
 # =============================================================================================
 
 
+def open_store(path: str) -> Store:
+    """The store at `path`, its schema brought up to date.
+
+    Raises ConfigError naming AUTHSVC_DB when the file cannot serve (":memory:", a
+    missing folder, a file this process cannot write), so start-up stops with a message
+    that says which setting to fix.
+    """
+    try:
+        store = Store(path)
+        store.initialize()
+    except DatabaseUnusable as error:
+        raise ConfigError(f"AUTHSVC_DB={path!r} cannot be used: {error}") from None
+    return store
+
+
+# Reset requests are counted per email over this window (the reset_attempts table).
+RESET_COUNT_WINDOW = 60 * 60
+
 # What a session keeps of its login's User-Agent header, for the listing.
 MAX_USER_AGENT_CHARS = 256
 
@@ -452,8 +486,7 @@ class Auth:
         """
         self._config = config or Config.from_env(os.environ)
         self._clock = clock
-        self._db = Store(self._config.db)
-        self._db.initialize()
+        self._db = open_store(self._config.db)
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -673,13 +706,21 @@ class Auth:
 
     # -- password reset
 
-    def _store_reset_token(self, user_id: int, reset_token: str) -> None:
-        """Make `reset_token` the user's one live reset token, replacing any earlier one."""
-        self._db.update_user(
-            user_id,
-            reset_token=_digest(reset_token),
-            reset_expires_at=self._clock() + self._config.reset_ttl,
-        )
+    def _record_reset_request(
+        self, email: str, user: User | None, reset_token: str
+    ) -> None:
+        """Count the request for `email` and, for a user, make `reset_token` their one
+        live token (replacing any earlier one): one write transaction either way, so a
+        registered and an unknown address cost the same (one commit, one fsync)."""
+        now = self._clock()
+        with self._db.transaction():
+            self._db.count_reset_request(email, now, RESET_COUNT_WINDOW)
+            if user is not None:
+                self._db.update_user(
+                    user.id,
+                    reset_token=_digest(reset_token),
+                    reset_expires_at=now + self._config.reset_ttl,
+                )
 
     def get_reset_password_token(self, email: str) -> str:
         """Issue a reset token for `email` and return it (the course's delivery).
@@ -689,9 +730,10 @@ class Auth:
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
+            self._record_reset_request(email, None, "")
             raise UnknownEmail("no user has this email") from None
         reset_token = _generate_uuid()
-        self._store_reset_token(user.id, reset_token)
+        self._record_reset_request(email, user, reset_token)
         return reset_token
 
     def mail_reset_token(self, email: str) -> User | None:
@@ -709,11 +751,13 @@ class Auth:
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
-            self._mailer.send_no_account_notice(email)
-            return None
+            user = None
         reset_token = _generate_uuid()
-        self._mailer.send_reset_token(user.email, reset_token)
-        self._store_reset_token(user.id, reset_token)
+        if user is None:
+            self._mailer.send_no_account_notice(email)
+        else:
+            self._mailer.send_reset_token(user.email, reset_token)
+        self._record_reset_request(email, user, reset_token)
         return user
 
     def update_password(
@@ -774,9 +818,63 @@ EMAIL_SHAPE = re.compile(
 
 
 class ApiRequest(Request):
-    """A Werkzeug request that refuses bodies over 64 KiB with 413 before reading them."""
+    """A Werkzeug request that refuses bodies over 64 KiB with 413 before reading them.
+
+    The body itself is read by `read_body`, which also enforces that limit on a chunked
+    body (one without Content-Length) and a deadline on a slow one.
+    """
 
     max_content_length = MAX_BODY_BYTES
+
+
+def read_body(request: ApiRequest, timeout: float) -> bytes:
+    """The whole request body: at most 64 KiB, within `timeout` seconds, or a 4xx.
+
+    - Content-Length over 64 KiB: 413 before reading a byte. A chunked body (no length)
+      is read up to one byte past the limit: a byte too many is a 413, never a body cut
+      short and used as if it were whole.
+    - Framing that does not parse (a chunk size like "zz"), or a body shorter than its
+      Content-Length: 400. The server's reader raises its own exception classes here,
+      whose text holds the offending bytes, so none of it is logged or echoed.
+    - A body still incomplete after `timeout` seconds: 408. A client that sends headers
+      and then trickles bytes would otherwise hold one of the worker's threads for as
+      long as it likes. gunicorn hands its client socket over as `gunicorn.socket`;
+      its timeout is set for each read and put back after.
+    """
+    environ = request.environ
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes")
+    if length is None and not environ.get("wsgi.input_terminated"):
+        return b""  # neither a length nor chunked: WSGI says there is no body
+    wanted = MAX_BODY_BYTES + 1 if length is None else length
+    sock = environ.get("gunicorn.socket")
+    previous_timeout = sock.gettimeout() if sock is not None else None
+    deadline = time.monotonic() + timeout
+    body = bytearray()
+    try:
+        while len(body) < wanted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = environ["wsgi.input"].read(min(16384, wanted - len(body)))
+            if not chunk:
+                break
+            body += chunk
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
+    except Exception:  # noqa: BLE001 - see the docstring: malformed framing, never logged
+        raise BadRequest("the request body is malformed") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(previous_timeout)
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge(f"the body may be at most {MAX_BODY_BYTES} bytes")
+    if length is not None and len(body) < length:
+        raise BadRequest("the request body is shorter than its Content-Length")
+    return bytes(body)
 
 
 class _JsonPairs(list):
@@ -795,15 +893,37 @@ def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
         raise BadRequest("request body is not valid UTF-8") from None
 
 
-def _parse_multipart(request: ApiRequest) -> list[tuple[str, str]]:
+def _parse_multipart(body: bytes, boundary: str | None) -> list[tuple[str, str]]:
     """The text fields of a multipart/form-data body (file parts are ignored).
 
-    Werkzeug decodes each part with errors="replace", so invalid UTF-8 shows up as U+FFFD.
+    Werkzeug's own form parser decodes each part with errors="replace", so a password
+    that really holds U+FFFD could not be told from bytes that are not UTF-8. Its
+    sans-I/O decoder hands over each part's bytes instead, decoded strictly here.
     """
-    pairs = list(request.form.items(multi=True))
-    for name, value in pairs:
-        if "\ufffd" in value:
-            raise BadRequest(f"{name} is not valid UTF-8")
+    if not boundary:
+        raise BadRequest("multipart/form-data needs a boundary parameter")
+    decoder = MultipartDecoder(boundary.encode("latin-1", "replace"))
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    pairs: list[tuple[str, str]] = []
+    name: str | None = None
+    value = bytearray()
+    try:
+        event = decoder.next_event()
+        while not isinstance(event, Epilogue):
+            if isinstance(event, Field):
+                name, value = event.name, bytearray()
+            elif isinstance(event, File):
+                name = None  # a file part is no field of ours
+            elif isinstance(event, Data) and name is not None:
+                value += event.data
+                if not event.more_data:
+                    pairs.append((name, value.decode("utf-8")))
+            event = decoder.next_event()
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name} is not valid UTF-8") from None
+    except ValueError:
+        raise BadRequest("the multipart body is malformed") from None
     return pairs
 
 
@@ -815,21 +935,23 @@ def _parse_json(body: bytes) -> list[tuple[str, Any]]:
         raise BadRequest("request body is not valid UTF-8") from None
     except ValueError:
         raise BadRequest("request body is not valid JSON") from None
+    except RecursionError:  # "[[[[..." tens of thousands deep
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(document, _JsonPairs):
         raise BadRequest("request body must be a JSON object")
     return document
 
 
-def _body_pairs(request: ApiRequest) -> list[tuple[str, Any]]:
+def _body_pairs(request: ApiRequest, body: bytes) -> list[tuple[str, Any]]:
     """Every (name, value) pair in the body, whichever of the three encodings it uses."""
     mimetype = request.mimetype
     if mimetype == "application/x-www-form-urlencoded":
-        return _parse_urlencoded(request.get_data())
+        return _parse_urlencoded(body)
     if mimetype == "multipart/form-data":
-        return _parse_multipart(request)
+        return _parse_multipart(body, request.mimetype_params.get("boundary"))
     if mimetype == "application/json":
-        return _parse_json(request.get_data())
-    if not mimetype and not request.get_data():
+        return _parse_json(body)
+    if not mimetype and not body:
         return []  # no body at all: every field is missing
     raise UnsupportedMediaType(
         "send application/x-www-form-urlencoded, multipart/form-data or application/json"
@@ -849,14 +971,14 @@ def _text_field(name: str, value: Any) -> str:
     return value
 
 
-def read_fields(request: ApiRequest, *names: str) -> dict[str, str]:
+def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]:
     """Read the named fields from a urlencoded, multipart or JSON body.
 
     Each must be present, a non-blank string, and sent once (or twice with the same
     value). Other fields are ignored. Raises a 4xx HTTPException naming the field.
     """
     received: dict[str, Any] = {}
-    for name, value in _body_pairs(request):
+    for name, value in _body_pairs(request, body):
         if name not in names:
             continue
         if name in received and received[name] != value:
@@ -1084,6 +1206,12 @@ class AuthApp:
             request.remote_addr or "-",
         )
 
+    def read_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
+        """The named fields of the request's body (`read_body`, then `read_fields`)."""
+        return read_fields(
+            request, read_body(request, self.config.body_timeout), *names
+        )
+
     # -- handlers, one per rule of URL_MAP
 
     def on_index(self, request: ApiRequest) -> Response:
@@ -1092,7 +1220,7 @@ class AuthApp:
 
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""
-        fields = read_fields(request, "email", "password")
+        fields = self.read_fields(request, "email", "password")
         email = new_email(fields["email"])
         password = new_password("password", fields["password"])
         try:
@@ -1105,7 +1233,7 @@ class AuthApp:
 
     def on_login(self, request: ApiRequest) -> Response:
         """POST /sessions: check the password and hand out a new session cookie."""
-        fields = read_fields(request, "email", "password")
+        fields = self.read_fields(request, "email", "password")
         email = lookup_email(fields["email"])
         password = valid_password("password", fields["password"])
         user_agent, ip = device_of(request)
@@ -1219,7 +1347,7 @@ class AuthApp:
 
     def on_reset_token(self, request: ApiRequest) -> Response:
         """POST /reset_password: issue a reset token, in the response or by mail."""
-        email = lookup_email(read_fields(request, "email")["email"])
+        email = lookup_email(self.read_fields(request, "email")["email"])
         if self.config.reset_delivery == "smtp":
             return self._mail_reset_token(request, email)
         try:
@@ -1243,7 +1371,7 @@ class AuthApp:
 
     def on_update_password(self, request: ApiRequest) -> Response:
         """PUT /reset_password: set a new password with a reset token."""
-        fields = read_fields(request, "email", "reset_token", "new_password")
+        fields = self.read_fields(request, "email", "reset_token", "new_password")
         email = lookup_email(fields["email"])
         reset_token = valid_token(fields["reset_token"])
         password = new_password("new_password", fields["new_password"])
@@ -1283,9 +1411,16 @@ class AuthApp:
         request = ApiRequest(environ)
         try:
             response = self.dispatch_request(request)
-        except Exception:
-            # Log where, never what: the body may hold a password.
-            logger.exception("unhandled error in %s %s", request.method, request.path)
+        except Exception as error:  # noqa: BLE001 - the one catch-all, at the boundary
+            # Log where and which class, never the exception's text: it can quote the
+            # request (a password, a token). The traceback's frames say where it arose.
+            logger.error(
+                "unhandled %s in %s %s; traceback, most recent call last:\n%s",
+                type(error).__name__,
+                request.method,
+                request.path,
+                "".join(traceback.format_tb(error.__traceback__)).rstrip(),
+            )
             response = json_response({"message": "internal server error"}, 500)
         # Every answer is JSON and says so; nosniff stops a browser from guessing
         # otherwise (and, say, running a body as script).

@@ -99,3 +99,18 @@ WHERE session_id IS NOT NULL
   AND session_expires_at > CAST(strftime('%s', 'now') AS REAL);
 
 UPDATE users SET session_id = NULL, session_expires_at = NULL WHERE session_id IS NOT NULL;
+
+-- @migration 4: reset requests per email
+-- The same shape as login_attempts: one row per email asked for in the current window,
+-- registered or not. Every reset request writes here, so a registered and an unknown
+-- address cost the same write (with smtp delivery their answers must take the same
+-- time), and the count is there for a per-email limit on reset mails.
+CREATE TABLE IF NOT EXISTS reset_attempts (
+    email VARCHAR(250) PRIMARY KEY COLLATE NOCASE,
+    -- Requests since the window started.
+    attempts INTEGER NOT NULL,
+    -- When the first request of the window was made (Unix seconds).
+    window_started_at REAL NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS reset_attempts_window ON reset_attempts (window_started_at);

@@ -64,6 +64,10 @@ class DatabaseBusy(RuntimeError):
     """Another process held SQLite's write lock for longer than the busy timeout."""
 
 
+class DatabaseUnusable(RuntimeError):
+    """The database file cannot serve: it cannot be opened, or it cannot be written."""
+
+
 class SchemaTooNew(RuntimeError):
     """The database was upgraded by a newer authsvc than this one: refuse to touch it."""
 
@@ -119,9 +123,14 @@ _SELECT_SESSION_AND_USER = (
 )
 
 
+# The tables that count attempts per email within a window, all of one shape
+# (schema.sql: login_attempts, migration 2; reset_attempts, migration 4).
+ATTEMPT_TABLES = ("login_attempts", "reset_attempts")
+
+
 @dataclasses.dataclass(frozen=True)
 class LoginAttempts:
-    """The login attempts counted for one email in the current throttling window."""
+    """The attempts (logins, or reset requests) counted for one email in its window."""
 
     attempts: int
     window_started_at: float
@@ -282,8 +291,16 @@ class Store:
     """The users table of one SQLite file, with a connection per thread opened on demand."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Remember where the database is; open nothing yet (see the module docstring)."""
+        """Remember where the database is; open nothing yet (see the module docstring).
+
+        Raises DatabaseUnusable for ":memory:" (or an empty path): every connection
+        would get a database of its own, empty, so nothing would be shared.
+        """
         self.path = os.fspath(path)
+        if self.path in ("", ":memory:") or self.path.startswith("file:"):
+            raise DatabaseUnusable(
+                f"{self.path!r} is not a file: every connection would see its own empty database"
+            )
         self._local = threading.local()
 
     # -- lifecycle
@@ -301,8 +318,12 @@ class Store:
         up would make gunicorn stop the whole server. Raises SchemaTooNew for a file a
         newer authsvc has upgraded, DatabaseBusy once BOOT_WAIT_SECONDS have passed.
         """
-        conn = connect(self.path)
         try:
+            conn = connect(self.path)
+        except sqlite3.OperationalError as error:  # a missing directory, say
+            raise DatabaseUnusable(f"cannot open {self.path}: {error}") from None
+        try:
+            self._check_writable()
             deadline = time.monotonic() + BOOT_WAIT_SECONDS
             while True:
                 try:
@@ -314,6 +335,21 @@ class Store:
                     logger.warning("the schema upgrade waits for the write lock")
         finally:
             conn.close()
+
+    def _check_writable(self) -> None:
+        """Raise DatabaseUnusable unless this process may write the file and its folder.
+
+        SQLite opens a read-only file without complaint and fails at the first write;
+        in WAL mode it also creates `-wal` and `-shm` files beside it. Better to refuse
+        at start-up than to answer every registration with an error.
+        """
+        folder = os.path.dirname(os.path.abspath(self.path))
+        for target in (self.path, folder):
+            # effective_ids: what the process may do, as the kernel will decide it.
+            if os.path.exists(target) and not os.access(
+                target, os.W_OK, effective_ids=True
+            ):
+                raise DatabaseUnusable(f"{target} is not writable by this process")
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
         """One attempt of `initialize`: WAL mode and the missing migrations, if any."""
@@ -580,20 +616,34 @@ class Store:
     def count_login_attempt(
         self, email: str, now: float, window: float
     ) -> LoginAttempts:
-        """Count one login attempt for `email` and return the tally of its current window.
+        """Count one login attempt for `email`; the tally of its current window."""
+        return self._count_attempt("login_attempts", email, now, window)
+
+    def count_reset_request(
+        self, email: str, now: float, window: float
+    ) -> LoginAttempts:
+        """Count one reset-token request for `email`; the tally of its current window."""
+        return self._count_attempt("reset_attempts", email, now, window)
+
+    def _count_attempt(
+        self, table: str, email: str, now: float, window: float
+    ) -> LoginAttempts:
+        """Count one attempt for `email` in `table` and return its window's tally.
 
         Atomic, so simultaneous attempts on several workers are all counted. Rows whose
         window ended by `now` are deleted first, so the table holds only live windows and
-        an attempt after a window ended opens a new one.
+        an attempt after a window ended opens a new one. `table` is one of
+        ATTEMPT_TABLES (a name put into SQL text, so never a caller's string).
         """
+        if table not in ATTEMPT_TABLES:
+            raise InvalidQuery(f"not a table of attempts: {table}")
         conn = self._connection()
         with transaction(conn):
             conn.execute(
-                "DELETE FROM login_attempts WHERE window_started_at <= ?",
-                (now - window,),
+                f"DELETE FROM {table} WHERE window_started_at <= ?", (now - window,)
             )
             (row,) = conn.execute(
-                "INSERT INTO login_attempts (email, attempts, window_started_at) VALUES (?, 1, ?)"
+                f"INSERT INTO {table} (email, attempts, window_started_at) VALUES (?, 1, ?)"
                 " ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1"
                 " RETURNING attempts, window_started_at",
                 (email, now),

@@ -8,6 +8,7 @@ AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -225,6 +226,44 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+# What must never appear in a log line: a uuid4 (every session id and reset token is
+# one), a bcrypt hash, a SHA-256 digest in hex (what the database keeps of them), and the
+# passwords the end-to-end tests send.
+SECRET_PATTERNS = [
+    re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"),
+    re.compile(r"\$2[aby]\$\d\d\$"),
+    re.compile(r"\b[0-9a-f]{64}\b"),
+    re.compile(
+        "|".join(
+            re.escape(password)
+            for password in (
+                "s3cret pw",
+                "n3w pw",
+                "Sup3r-S3cret-Pw",
+                "Correct-Horse-Battery-Staple",
+                "old password",
+                "alice-password",
+            )
+        )
+    ),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_server_log() -> Iterator[None]:
+    """After the whole run: no log line of any gunicorn server the tests started holds
+    a session id, a reset token, a hash, a digest or a password the tests used."""
+    yield
+    leaks = [
+        f"{path}: {line.strip()}"
+        for path in sorted(servers.LOG_PATHS)
+        if path.exists()
+        for line in path.read_text(errors="replace").splitlines()
+        if any(pattern.search(line) for pattern in SECRET_PATTERNS)
+    ]
+    assert not leaks, "secrets in server logs:\n" + "\n".join(leaks[:20])
 
 
 @pytest.hookimpl(wrapper=True)

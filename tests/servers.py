@@ -21,6 +21,8 @@ START_SECONDS = 20.0
 
 # Every server started and not yet stopped (conftest attaches their logs to failures).
 RUNNING: list[GunicornServer] = []
+# Every log file a server of this process wrote to (conftest checks them for secrets).
+LOG_PATHS: set[Path] = set()
 
 
 class ServerFailed(RuntimeError):
@@ -107,6 +109,7 @@ def start_gunicorn(
         app,
     ]  # fmt: skip
     log_offset = log_path.stat().st_size if log_path.exists() else 0
+    LOG_PATHS.add(log_path)
     # The child keeps its own copy of the descriptor after this one closes.
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(

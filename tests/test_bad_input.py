@@ -7,6 +7,7 @@ must be exactly as it was.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -445,3 +446,61 @@ def test_a_password_keeps_its_spaces(actions: AuthActions) -> None:
     actions.register(EMAIL, " pw ")
     assert actions.login(EMAIL, "pw").status_code == 401
     assert actions.login(EMAIL, " pw ").status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded", "json"])
+def test_a_real_replacement_character_in_a_password_works_in_every_encoding(
+    client: Client, encoding: str
+) -> None:
+    """U+FFFD is a character like any other; only bytes that are not UTF-8 are refused."""
+    email, password = f"{encoding}@example.com", "pass\ufffdword"
+    fields = {"email": email, "password": password}
+    if encoding == "multipart":
+        request = multipart([(k, v.encode()) for k, v in fields.items()])
+    elif encoding == "json":
+        request = raw(json.dumps(fields).encode(), "application/json")
+    else:
+        request = raw(urlencoded(fields), "application/x-www-form-urlencoded")
+    assert client.post("/users", **request).status_code == 200
+    assert client.post("/sessions", **request).status_code == 200
+
+
+def test_multipart_bytes_that_are_not_utf8_are_refused(client: Client) -> None:
+    response = client.post(
+        "/users", **multipart([("email", b"a@example.com"), ("password", b"pw\xff")])
+    )
+    assert response.status_code == 400
+    assert response.json == {"message": "password is not valid UTF-8"}
+
+
+@pytest.mark.parametrize("depth", [1_000, 60_000])
+def test_json_nested_too_deeply_is_400(client: Client, depth: int) -> None:
+    """60,000 "[" fit in 64 KiB and made the parser raise RecursionError (a 500)."""
+    response = client.post("/users", data=b"[" * depth, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["message"] in {
+        "request body is nested too deeply",
+        "request body is not valid JSON",
+    }
+
+
+def test_a_multipart_file_part_is_not_a_field(client: Client) -> None:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nf@example.com\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="password"; filename="p.txt"\r\n'
+        b"\r\nsecret\r\n--b--\r\n"
+    )
+    response = client.post(
+        "/users", data=body, content_type="multipart/form-data; boundary=b"
+    )
+    assert response.json == {"message": "password is required"}
+
+
+def test_a_body_shorter_than_its_content_length_is_400(client: Client) -> None:
+    response = client.post(
+        "/users",
+        input_stream=io.BytesIO(b"email=a%40b.io"),
+        content_type="application/x-www-form-urlencoded",
+        content_length=100,
+    )
+    assert response.status_code == 400

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import start_gunicorn
 from servers import ROOT
 
-from authsvc import Config, ConfigError
+from authsvc import Auth, Config, ConfigError
 
 
 def test_defaults_follow_the_spec() -> None:
@@ -135,3 +141,51 @@ def test_gunicorn_exits_on_a_bad_value_instead_of_respawning(tmp_path: Path) -> 
     log = (tmp_path / "gunicorn.log").read_text()
     assert "AUTHSVC_BCRYPT_ROUNDS must be an integer from 4 to 31, got 'lots'" in log
     assert "Worker failed to boot" in log
+
+
+@pytest.mark.parametrize(
+    ("db", "reason"),
+    [
+        (":memory:", "is not a file"),
+        ("/nonexistent/dir/a.db", "cannot open"),
+    ],
+)
+def test_a_database_that_cannot_serve_stops_start_up_naming_authsvc_db(
+    db: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^AUTHSVC_DB=.*{reason}"):
+        Auth(Config(db=db, bcrypt_rounds=4))
+
+
+def test_a_database_file_that_cannot_be_written_stops_start_up() -> None:
+    """SQLite opens a read-only file and fails only at the first write: check first.
+
+    Root may write anything, so as root the test takes the effective user id of
+    `nobody` while it starts authsvc on a file root owns (mode 644), in a folder that
+    nobody may read but not write.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="authsvc-readonly-"))
+    db = folder / "authsvc.db"
+    try:
+        Auth(Config(db=str(db), bcrypt_rounds=4)).close()
+        folder.chmod(0o755)
+        db.chmod(0o644 if os.geteuid() == 0 else 0o444)
+        with as_nobody(), pytest.raises(ConfigError) as refused:
+            Auth(Config(db=str(db), bcrypt_rounds=4))
+    finally:
+        shutil.rmtree(folder)
+    assert str(refused.value).startswith("AUTHSVC_DB=")
+    assert "is not writable" in str(refused.value)
+
+
+@contextlib.contextmanager
+def as_nobody() -> Iterator[None]:
+    """As root: run the block with the effective user id of `nobody`. Otherwise: as is."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(pwd.getpwnam("nobody").pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)

@@ -154,6 +154,49 @@ def test_an_unknown_email_does_the_same_bcrypt_work(
     assert _bcrypt_cost(dummy.decode()) == _bcrypt_cost(real.decode()) == 4
 
 
+def test_a_wrong_password_for_an_older_hash_costs_the_configured_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hash stored at cost 4 under a server at cost 6: a failed check also runs one at
+    cost 6, so an old account fails as slowly as any other (and as an unknown email)."""
+    auth = Auth(Config(db=str(tmp_path / "old.db"), bcrypt_rounds=6))
+    auth._db.add_user(
+        EMAIL, bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    )
+    checked: list[int] = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(
+        authsvc.bcrypt,
+        "checkpw",
+        lambda pw, hashed: (
+            checked.append(_bcrypt_cost(hashed.decode())) or real_checkpw(pw, hashed)
+        ),
+    )
+    assert auth.valid_login(EMAIL, WRONG) is False
+    assert max(checked) == 6
+    checked.clear()
+    assert auth.valid_login("nobody@example.com", WRONG) is False
+    assert checked == [6]
+
+
+def test_a_password_with_a_nul_is_a_failed_login_in_the_same_time(
+    auth: Auth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bcrypt stops at NUL, so "Secret" would accept "Secret\0Secret": refused, after
+    the same bcrypt work as any refusal."""
+    auth.register_user(EMAIL, PASSWORD)
+    checked: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(
+        authsvc.bcrypt,
+        "checkpw",
+        lambda pw, hashed: checked.append(hashed) or real_checkpw(pw, hashed),
+    )
+    assert auth.valid_login(EMAIL, PASSWORD + "\0" + PASSWORD) is False
+    assert auth.valid_login(EMAIL, PASSWORD + "\0") is False
+    assert len(checked) == 2
+
+
 def test_login_timing_does_not_reveal_who_is_registered(tmp_path: Path) -> None:
     """Medians of 15 logins each, at the default cost: unknown email vs wrong password."""
     config = Config(db=str(tmp_path / "timing.db"), login_max_failures=1000)
@@ -267,14 +310,16 @@ def test_an_unexpected_error_logs_no_secret(
     actions.register(EMAIL, PASSWORD)
 
     def explode(*args: object) -> None:
-        raise RuntimeError("the database went away")
+        # An exception whose text quotes the request, as gunicorn's InvalidChunkSize does.
+        raise RuntimeError(f"cannot parse {PASSWORD!r}")
 
     monkeypatch.setattr(Auth, "log_in", explode)
     with caplog.at_level(logging.INFO):
         response = actions.login(EMAIL, PASSWORD)
     assert response.status_code == 500
     assert response.json == {"message": "internal server error"}
-    assert "unhandled error in POST /sessions" in caplog.text
+    assert "unhandled RuntimeError in POST /sessions" in caplog.text
+    assert "in explode" in caplog.text  # the traceback's frames are kept
     assert PASSWORD not in caplog.text and PASSWORD not in response.get_data(
         as_text=True
     )

@@ -16,6 +16,7 @@ from conftest import FAST_ROUNDS, AuthActions, FakeClock, assert_error, assert_j
 from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client
 
+import store
 from authsvc import (
     Auth,
     AuthApp,
@@ -613,7 +614,7 @@ def test_a_release_2_database_upgrades_and_keeps_its_logins(
 
     secrets = json.loads((FIXTURES / "release-2.json").read_text())
     auth = Auth(Config(db=str(release_2_db), bcrypt_rounds=FAST_ROUNDS), time.time)
-    assert auth._db.schema_version() == 3
+    assert auth._db.schema_version() == store.SCHEMA_VERSION
     for email, password in secrets["passwords"].items():
         assert auth.valid_login(email, password), email
     alice = auth.get_user_from_session_id(secrets["alice_session"])

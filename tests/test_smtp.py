@@ -376,3 +376,58 @@ def test_mailed_reset_through_gunicorn(
     assert (
         "AUTHSVC_RESET_DELIVERY=response" not in server.log()
     )  # no warning in smtp mode
+
+
+# -- addresses the mailer cannot take, and the same work for every address
+
+
+@pytest.mark.parametrize(
+    "email", ["a@[b.c", "(@a.b)<", "=?utf-8?b?@,().,,]", "a,b@c.io", "a:b@c.io"]
+)
+def test_an_address_the_mailer_cannot_take_gets_the_usual_answer_and_no_mail(
+    mail_client: Client, smtp: SmtpServer, email: str
+) -> None:
+    """Such an address cannot be registered either, so it is one nobody has."""
+    before = len(smtp.mailbox.messages)
+    response = ask_reset(mail_client, email)
+    assert (response.status_code, response.json) == (
+        200,
+        {"message": RESET_MAILED_MESSAGE},
+    )
+    assert len(smtp.mailbox.messages) == before
+    refused = AuthActions(mail_client).register(email, PASSWORD)
+    assert refused.status_code == 400
+
+
+def test_a_unicode_address_gets_its_mail(config: Config, clock: FakeClock) -> None:
+    """An SMTPUTF8 server takes "josé@..." as it is."""
+    server = start_smtp(enable_SMTPUTF8=True)
+    try:
+        client = client_for(smtp_config(config, server.port), clock)
+        AuthActions(client).register("josé@example.com", PASSWORD)
+        assert ask_reset(client, "josé@example.com").status_code == 200
+        assert server.mailbox.token_for("josé@example.com")
+    finally:
+        server.controller.stop()
+
+
+def test_a_registered_and_an_unknown_address_do_the_same_work(
+    mail_client: Client, smtp: SmtpServer
+) -> None:
+    """One mail and one write transaction each: the statements differ only in what
+    they write, not in how many commits (each an fsync) they cost."""
+    auth = mail_client.application.app.auth
+    conn = auth._db._connection()
+
+    def work(email: str) -> tuple[int, int]:
+        seen: list[str] = []
+        mails = len(smtp.mailbox.messages)
+        conn.set_trace_callback(seen.append)
+        try:
+            assert ask_reset(mail_client, email).status_code == 200
+        finally:
+            conn.set_trace_callback(None)
+        commits = sum(statement.strip().upper() == "COMMIT" for statement in seen)
+        return commits, len(smtp.mailbox.messages) - mails
+
+    assert work(EMAIL) == work("nobody@example.com") == (1, 1)

@@ -268,14 +268,14 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 3
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 4
     tables = {
         row[0]
         for row in db._connection().execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
     }
-    assert {"users", "login_attempts", "sessions"} <= tables
+    assert {"users", "login_attempts", "sessions", "reset_attempts"} <= tables
 
 
 def test_a_first_release_database_is_upgraded_and_keeps_its_users(
@@ -302,7 +302,7 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(store.SchemaTooNew, match="schema version 4"):
+    with pytest.raises(store.SchemaTooNew, match="schema version 5"):
         Store(path).initialize()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # untouched
