@@ -51,7 +51,7 @@ from store import Store
 
 PASSWORD = "bench password"
 PROFILE_USERS = 200  # users with a live session, for GET /profile
-LOGIN_USERS = 200  # other users, for POST /sessions (a login replaces the session)
+LOGIN_USERS = 200  # other users, for POST /sessions (each login adds a session)
 
 # Every wrk script ends with this: one machine-readable line with the run's figures.
 LUA_DONE = """
@@ -287,6 +287,15 @@ def scale_probe(
     }
 
 
+def session_uses(db_path: Path) -> dict[int, float]:
+    """Each session row's recorded last use, by row id (read on a connection of our own)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return dict(conn.execute("SELECT id, last_used_at FROM sessions"))
+    finally:
+        conn.close()
+
+
 def measure(
     args: argparse.Namespace,
     authsvc: GunicornServer,
@@ -298,11 +307,20 @@ def measure(
     for server in (hello, authsvc):  # the first seconds of load run slow: not measured
         run_wrk(server, scripts["profile"], 2, args.connections)
     for name in ("root", "profile"):
+        uses_before, started = session_uses(authsvc.db_path), time.monotonic()
         pair = side_by_side({"hello": hello, "authsvc": authsvc}, scripts[name], args)
         results[f"hello {name}"], results[f"authsvc {name}"] = (
             pair["hello"],
             pair["authsvc"],
         )
+        if name == "profile":
+            # Each GET /profile may record its session's use, at most once a minute per
+            # session (the runs here are shorter): a changed row is one write.
+            uses_after = session_uses(authsvc.db_path)
+            results["authsvc profile"]["use_writes"] = sum(
+                uses_after.get(row) != used for row, used in uses_before.items()
+            )
+            results["authsvc profile"]["use_write_seconds"] = time.monotonic() - started
     # A login takes about a second under this load and wrk counts only the requests that
     # end within the run, so these runs are longer: what is cut off at the end is small.
     for name, script in (("login", "login"), ("register", "register")):
@@ -472,6 +490,13 @@ def print_report(report: dict) -> None:
     print("\nratios:")
     for name, value in report["ratios"].items():
         print(f"  {name:48} {value:6.2f}")
+    profile = report["scenarios"]["authsvc profile"]
+    print(
+        f"\nsession-use writes during the profile runs: {profile['use_writes']} "
+        f"in {profile['use_write_seconds']:.0f} s "
+        f"({profile['use_writes'] / profile['use_write_seconds']:.1f}/s, "
+        "hello and authsvc runs taken together)"
+    )
     rss = ", ".join(f"{value:.1f}" for value in report["peak_rss_mib_per_worker"])
     print(
         f"\npeak RSS per worker: {rss} MiB; server log errors: {len(report['server_log_errors'])}"
