@@ -201,9 +201,14 @@ def test_a_failed_delivery_leaves_the_new_token_unusable(
 def test_a_reset_request_takes_the_same_time_registered_or_not(
     mail_client: Client,
 ) -> None:
-    """Medians of 15 each, interleaved: a token mail vs a no-account notice."""
+    """Medians of 25 each, interleaved: a token mail vs a no-account notice.
+
+    The bound allows this shared machine's noise; what makes the two equal is the same
+    SMTP dialogue and the same one commit (test_a_registered_and_an_unknown_address_do_
+    the_same_work checks that exactly).
+    """
     timings: dict[str, list[float]] = {EMAIL: [], "nobody@example.com": []}
-    for _ in range(15):
+    for _ in range(25):
         for email, samples in timings.items():
             start = time.perf_counter()
             assert ask_reset(mail_client, email).status_code == 200
@@ -212,7 +217,7 @@ def test_a_reset_request_takes_the_same_time_registered_or_not(
     print(
         f"\nreset request: registered {known * 1000:.2f} ms, unknown {unknown * 1000:.2f} ms"
     )
-    assert 0.67 <= unknown / known <= 1.5
+    assert 0.8 <= unknown / known <= 1.25
 
 
 def test_smtp_settings_are_checked() -> None:
