@@ -55,6 +55,7 @@ from werkzeug.wrappers import Request, Response
 
 from store import (
     DatabaseBusy,
+    DatabaseUnavailable,
     DatabaseUnusable,
     DuplicateEmail,
     Session,
@@ -89,6 +90,7 @@ class Config:
     max_sessions: int = 20
     reset_ttl: int = 15 * 60
     body_timeout: int = 10  # seconds to receive a request body
+    db_pool_size: int = 16  # PostgreSQL connections per process at most
     cookie_secure: bool = False
     login_max_failures: int = 10
     login_window: int = 15 * 60
@@ -144,6 +146,9 @@ class Config:
             ),
             body_timeout=_env_int(
                 environ, "AUTHSVC_BODY_TIMEOUT", defaults.body_timeout, 1, 300
+            ),
+            db_pool_size=_env_int(
+                environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
             ),
             **_smtp_settings(environ, defaults),
         )
@@ -446,20 +451,23 @@ class Mailer:
 # =============================================================================================
 
 
-def open_store(path: str) -> Store:
-    """The store at `path`, its schema brought up to date.
+def open_store(path: str, pool_size: int = Config.db_pool_size) -> Store:
+    """The store at `path` (a SQLite file or a postgresql:// URL), its schema up to date.
 
     Raises ConfigError naming AUTHSVC_DB when the file cannot serve (":memory:", a
     missing folder, a file this process cannot write), so start-up stops with a message
     that says which setting to fix.
     """
     try:
-        store = Store(path)
+        store = Store(path, pool_size)
         store.initialize()
     except DatabaseUnusable as error:
         raise ConfigError(f"AUTHSVC_DB={path!r} cannot be used: {error}") from None
     return store
 
+
+# A session's public id as `_start_session` makes it: 32 hexadecimal digits.
+PUBLIC_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 
 # Reset requests are counted per email over this window (the reset_attempts table).
 RESET_COUNT_WINDOW = 60 * 60
@@ -486,7 +494,7 @@ class Auth:
         """
         self._config = config or Config.from_env(os.environ)
         self._clock = clock
-        self._db = open_store(self._config.db)
+        self._db = open_store(self._config.db, self._config.db_pool_size)
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -674,6 +682,8 @@ class Auth:
         Raises UnknownSession alike for another user's session, an ended one and an
         unknown id, so the answer tells nobody which sessions exist.
         """
+        if not PUBLIC_ID_SHAPE.fullmatch(public_id):  # not one we ever made
+            raise UnknownSession("no such session")
         now = self._clock()
         ended = self._db.delete_session(user_id, public_id, now, self._live_after(now))
         if ended is None:
@@ -781,13 +791,14 @@ class Auth:
         # of bcrypt. And hash outside the write lock, which bcrypt would hold that long.
         self._live_reset_holder(filters)
         hashed = _hash_password(password, self._config.bcrypt_rounds).decode("ascii")
-        # Check again inside one transaction: of two requests racing with one token,
-        # exactly one still finds it there.
+        # Check again inside one transaction, with the user's row locked, and spend the
+        # token with a conditional UPDATE: of two requests racing with one token (on any
+        # workers or hosts), exactly one still finds it there.
         with self._db.transaction():
             user = self._live_reset_holder(filters)
-            self._db.update_user(
-                user.id, hashed_password=hashed, reset_token=None, reset_expires_at=None
-            )
+            self._db.lock_user(user.id)
+            if not self._db.replace_password(user.id, filters["reset_token"], hashed):
+                raise InvalidToken("reset token is not valid")
             self.destroy_session(user.id)
             self._db.clear_login_attempts(user.email)
 
@@ -1063,6 +1074,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidToken: (403, "reset token is not valid"),
     DeliveryFailed: (503, "could not send the reset email; try again later"),
     DatabaseBusy: (503, "the service is busy; try again in a moment"),
+    DatabaseUnavailable: (503, "the database is not answering; try again later"),
 }
 
 # What POST /reset_password answers in smtp mode, registered email or not.

@@ -114,3 +114,20 @@ CREATE TABLE IF NOT EXISTS reset_attempts (
 );
 
 CREATE INDEX IF NOT EXISTS reset_attempts_window ON reset_attempts (window_started_at);
+
+-- @migration 5: emails compared for every letter, not only ASCII
+-- NOCASE folds ASCII letters only, so "JOSÉ@x.io" and "josé@x.io" could be two accounts.
+-- email_key holds the email folded for every letter (store.email_key: Unicode case
+-- folding, computed in Python for both databases; authsvc_email_key is that function,
+-- registered on every SQLite connection), and a unique index on it decides duplicates.
+ALTER TABLE users ADD COLUMN email_key VARCHAR(250);
+
+UPDATE users SET email_key = authsvc_email_key(email);
+
+-- Accounts that fold together were allowed before: none is lost. The oldest keeps the
+-- folded key; each later one is keyed by its exact spelling marked with "=", so it logs in
+-- as it always did, by that spelling (store.exact_email_key). Start-up logs their count.
+UPDATE users SET email_key = '=' || email
+WHERE id NOT IN (SELECT MIN(id) FROM users GROUP BY email_key);
+
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);

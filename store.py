@@ -1,21 +1,31 @@
-"""The data layer of authsvc: parameterized SQL through the stdlib sqlite3, against schema.sql.
+"""The data layer of authsvc: parameterized SQL through sqlite3 or psycopg, against a schema file.
 
 It mirrors the course's `DB` class (`add_user`, `find_user_by`, `update_user`) without an ORM,
-so every statement the service runs can be read here.
+so every statement the service runs can be read here. Each statement is written once, with
+`?` placeholders; what differs between the two databases (placeholders, how a write
+transaction starts, row locks, the migration bookkeeping, their errors) is gathered in
+the two dialect classes under "Dialects", and nowhere else.
 
-Connections. A sqlite3 connection must not be shared between threads (sqlite3's
+`AUTHSVC_DB` picks the database: a file path is SQLite (schema.sql), a `postgresql://` URL
+is PostgreSQL (schema.postgres.sql, with the same numbered migrations), through psycopg
+and its pool, imported only then: a SQLite user needs neither installed.
+
+Connections. A connection must not be shared between threads (sqlite3's
 `check_same_thread` raises if it is) nor carried across `fork()` (two processes would then
-share one file descriptor and one lock state). So a `Store` holds no connection of its own:
-each thread opens its own connection lazily, on first use, and keeps it for its next
-requests (gunicorn's gthread workers keep a fixed pool of threads). Opening a connection
-and preparing its statements again for every request cost `GET /profile` more than the
-rest of the request did (tests/bench.py; README "Performance"). Nothing is opened at
-import or by the constructor, and a connection is never used in another process than the
-one that opened it, so `gunicorn --preload` forks no connection.
+share one socket or file lock). Nothing is opened at import or by the constructor, and
+nothing opened in one process is used in another, so `gunicorn --preload` forks none.
+- SQLite: each thread opens its own connection lazily and keeps it (gunicorn's gthread
+  workers keep a fixed pool of threads). Opening one and preparing its statements again
+  for every request cost `GET /profile` more than the rest of the request did.
+- PostgreSQL: each process opens a pool (psycopg_pool) on first use; a store call borrows
+  a connection for its statements and gives it back; a transaction keeps one throughout.
 
-Writes. Every write runs inside `transaction()`: `BEGIN IMMEDIATE` takes SQLite's write lock
-at the start, so a check-and-set (a single-use token, say) is atomic across gunicorn workers,
-and WAL mode never has to fail a read-then-write transaction with SQLITE_BUSY.
+Writes. Every write runs inside `transaction()`. On SQLite `BEGIN IMMEDIATE` takes the one
+write lock at the start, so every check-and-set is atomic across gunicorn workers. On
+PostgreSQL (READ COMMITTED, several hosts) each check-and-set is made atomic on its own:
+a unique index (emails), a conditional UPDATE (single-use reset tokens, session uses), an
+upsert (throttle counters), or a lock of the user's row (a login and a reset of one user
+queue behind each other, which also keeps the sessions bound), as each method says.
 """
 
 from __future__ import annotations
@@ -28,17 +38,28 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
+POSTGRES_SCHEMA_PATH = Path(__file__).with_name("schema.postgres.sql")
 logger = logging.getLogger("authsvc.store")
 
-# How long a connection waits for another process's write lock before giving up with
-# "database is locked". Writes here are a few milliseconds, so 5 s means real trouble.
+# How long a statement waits for a lock another connection holds (SQLite's busy timeout,
+# PostgreSQL's lock_timeout) before giving up. Writes here take milliseconds, so 5 s
+# means real trouble: the caller answers "try again" (DatabaseBusy).
 BUSY_TIMEOUT_SECONDS = 5.0
+# PostgreSQL only: how long to wait for the server to accept a connection, and for any
+# one statement. A database that does not answer makes a request fail in seconds (503),
+# never hang.
+CONNECT_TIMEOUT_SECONDS = 3
+STATEMENT_TIMEOUT_SECONDS = 5.0
+# How long a starting worker waits for a write lock it needs to upgrade the schema, or
+# for a PostgreSQL server that does not answer yet.
+BOOT_WAIT_SECONDS = 120.0
 
 
 # ----------------------------------------------------------------------------- errors
@@ -61,18 +82,22 @@ class InvalidValue(ValueError):
 
 
 class DatabaseBusy(RuntimeError):
-    """Another process held SQLite's write lock for longer than the busy timeout."""
+    """Another connection held a lock we needed for longer than the busy timeout."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database server does not answer (PostgreSQL down, unreachable, overloaded)."""
 
 
 class DatabaseUnusable(RuntimeError):
-    """The database file cannot serve: it cannot be opened, or it cannot be written."""
+    """The database cannot serve: it cannot be opened, or it cannot be written."""
 
 
 class SchemaTooNew(RuntimeError):
     """The database was upgraded by a newer authsvc than this one: refuse to touch it."""
 
 
-# ----------------------------------------------------------------------------- the row
+# ----------------------------------------------------------------------------- the rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +111,30 @@ class User:
     reset_token: str | None = None
     session_expires_at: float | None = None
     reset_expires_at: float | None = None
+    email_key: str | None = None
 
 
 # The columns of `users`, in table order. Only these names are ever put into SQL text;
-# every value goes through a `?` placeholder. tests/test_store.py checks that this list
-# matches `PRAGMA table_info(users)`, so schema.sql and this file cannot drift apart.
+# every value goes through a placeholder. tests/test_store.py checks that this list
+# matches the table, so the schema files and this file cannot drift apart.
 USER_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(User))
 _SELECT_USER = f"SELECT {', '.join(USER_COLUMNS)} FROM users"
+
+
+def email_key(email: str) -> str:
+    """The form of an email that uniqueness and lookups compare: Unicode case folding.
+
+    "JOSÉ@x.io", "josé@x.io" and "Jose\u0301@x.io" (a combining accent) all give
+    "josé@x.io". Computed here, once, for both databases: SQLite's NOCASE folds ASCII
+    only, and PostgreSQL's lower() depends on the server's locale.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
+
+
+def exact_email_key(email: str) -> str:
+    """The key of an account that shares its folded email with an older one (see
+    migration 5): the exact spelling, marked with "=", so it still logs in as before."""
+    return "=" + email
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,9 +164,8 @@ _SELECT_SESSION_AND_USER = (
     "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
 )
 
-
 # The tables that count attempts per email within a window, all of one shape
-# (schema.sql: login_attempts, migration 2; reset_attempts, migration 4).
+# (login_attempts, migration 2; reset_attempts, migration 4).
 ATTEMPT_TABLES = ("login_attempts", "reset_attempts")
 
 
@@ -142,7 +183,7 @@ _MIGRATION_HEADER = re.compile(r"^-- @migration (\d+):.*$", re.MULTILINE)
 
 
 def read_migrations(text: str) -> list[list[str]]:
-    """Split schema.sql into its migrations, each a list of SQL statements, in order.
+    """Split a schema file into its migrations, each a list of SQL statements, in order.
 
     Migration N is the text after the header line `-- @migration N: ...` up to the next
     header. Numbers must run 1, 2, 3...; statements are cut at the `;` that completes
@@ -152,7 +193,7 @@ def read_migrations(text: str) -> list[list[str]]:
     numbers = [int(number) for number in parts[1::2]]
     if numbers != list(range(1, len(numbers) + 1)):
         raise ValueError(
-            f"schema.sql migrations must be numbered 1, 2, 3...; found {numbers}"
+            f"schema migrations must be numbered 1, 2, 3...; found {numbers}"
         )
     return [_statements(body) for body in parts[2::2]]
 
@@ -169,18 +210,170 @@ def _statements(sql: str) -> list[str]:
 
 
 MIGRATIONS = read_migrations(SCHEMA_PATH.read_text(encoding="utf-8"))
+POSTGRES_MIGRATIONS = read_migrations(POSTGRES_SCHEMA_PATH.read_text(encoding="utf-8"))
 SCHEMA_VERSION = len(MIGRATIONS)
+if len(POSTGRES_MIGRATIONS) != SCHEMA_VERSION:
+    raise RuntimeError(
+        "schema.sql and schema.postgres.sql must have the same migrations"
+    )
+
+
+# ============================================================================ Dialects
+# Everything that differs between SQLite and PostgreSQL, and nothing else. The methods
+# of Store below write each statement once, with `?` placeholders, and call these.
+
+
+class SqliteDialect:
+    """SQLite: one file, one writer at a time (BEGIN IMMEDIATE), PRAGMA user_version."""
+
+    name = "sqlite"
+    migrations = MIGRATIONS
+    # A filter on a NULL value: `IS ?` matches NULL where `= ?` never does.
+    null_safe_equal = "IS"
+    # BEGIN IMMEDIATE takes the database's single write lock at once, so every write
+    # transaction runs alone and a check-and-set inside it needs no lock of its own.
+    begin_write = "BEGIN IMMEDIATE"
+    lock_user: str | None = None
+
+    @staticmethod
+    def sql(text: str) -> str:
+        """`text` as this database's driver takes it (sqlite3 takes `?` itself)."""
+        return text
+
+    @staticmethod
+    def schema_version(conn: Any) -> int:
+        """The number of the last migration applied (0 for a new file)."""
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @staticmethod
+    def set_schema_version(conn: Any, number: int) -> None:
+        """Record migration `number` as applied (a PRAGMA takes no placeholder; `number`
+        is an int this code computed)."""
+        conn.execute(f"PRAGMA user_version = {int(number)}")
+
+    @staticmethod
+    def lock_migrations(conn: Any) -> None:
+        """Nothing: the write transaction already excludes every other writer."""
+
+    @staticmethod
+    def translate(error: Exception) -> Exception | None:
+        """The store's error for a driver error, or None when it is none of ours."""
+        if isinstance(error, sqlite3.IntegrityError):
+            if error.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+                return DuplicateEmail("the email is already registered")
+            return InvalidValue(
+                f"the database refused the values: {error.sqlite_errorname}"
+            )
+        if isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
+            logger.warning(
+                "a lock was busy for %.0f s: giving up", BUSY_TIMEOUT_SECONDS
+            )
+            return DatabaseBusy("the database is busy")
+        return None
+
+
+class PostgresDialect:
+    """PostgreSQL: many writers at once (READ COMMITTED), row locks, a version table."""
+
+    name = "postgresql"
+    migrations = POSTGRES_MIGRATIONS
+    null_safe_equal = "IS NOT DISTINCT FROM"
+    begin_write = "BEGIN"
+    # Writers of one user's rows (a login, a reset, ending sessions) take this lock
+    # first, so they queue behind each other as SQLite's single writer lock makes them.
+    lock_user: str | None = "SELECT id FROM users WHERE id = ? FOR UPDATE"
+    # Several hosts may start at once: the first to take this lock migrates, the others
+    # wait and then find nothing to do. The number is arbitrary, the same everywhere.
+    MIGRATION_LOCK_KEY = 7_244_637_001
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def sql(text: str) -> str:
+        """psycopg writes a placeholder `%s` (the statements here hold no `%`)."""
+        return text.replace("?", "%s")
+
+    @staticmethod
+    def schema_version(conn: Any) -> int:
+        """The number in authsvc_schema_version (0 before the first migration)."""
+        exists = conn.execute(
+            "SELECT to_regclass('authsvc_schema_version') IS NOT NULL AS present"
+        ).fetchone()["present"]
+        if not exists:
+            return 0
+        return conn.execute("SELECT version FROM authsvc_schema_version").fetchone()[
+            "version"
+        ]
+
+    @staticmethod
+    def set_schema_version(conn: Any, number: int) -> None:
+        """Record migration `number` as applied, in a one-row table."""
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS authsvc_schema_version (version INTEGER NOT NULL)"
+        )
+        conn.execute("DELETE FROM authsvc_schema_version")
+        conn.execute("INSERT INTO authsvc_schema_version VALUES (%s)", (number,))
+
+    @classmethod
+    def lock_migrations(cls, conn: Any) -> None:
+        """Queue behind any other host migrating (released at the transaction's end)."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (cls.MIGRATION_LOCK_KEY,))
+
+    @staticmethod
+    def translate(error: Exception) -> Exception | None:
+        """The store's error for a psycopg error, or None when it is none of ours."""
+        import psycopg
+        import psycopg_pool
+
+        if isinstance(error, psycopg.errors.UniqueViolation):
+            return DuplicateEmail("the email is already registered")
+        if isinstance(error, psycopg.IntegrityError):
+            return InvalidValue(f"the database refused the values: {error.sqlstate}")
+        if isinstance(
+            error, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled
+        ):
+            logger.warning(
+                "PostgreSQL gave up on a lock or a statement after %.0f s",
+                BUSY_TIMEOUT_SECONDS,
+            )
+            return DatabaseBusy("the database is busy")
+        if isinstance(
+            error,
+            psycopg.OperationalError
+            | psycopg.InterfaceError
+            | psycopg_pool.PoolTimeout,
+        ):
+            logger.warning("PostgreSQL does not answer: %s", type(error).__name__)
+            return DatabaseUnavailable("the database does not answer")
+        return None
+
+
+def dialect_for(url: str) -> type[SqliteDialect | PostgresDialect]:
+    """PostgreSQL for a postgresql:// (or postgres://) URL, SQLite for anything else."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDialect
+    return SqliteDialect
 
 
 # ----------------------------------------------------------------------------- connections
 
-# How long a starting worker waits for a write lock it needs to upgrade the schema.
-BOOT_WAIT_SECONDS = 120.0
 
+def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """Open a SQLite connection configured the way every part of authsvc expects.
 
-def _user_version(conn: sqlite3.Connection) -> int:
-    """The number of the last migration applied to the file (0 for a new file)."""
-    return conn.execute("PRAGMA user_version").fetchone()[0]
+    `isolation_level=None` turns off the sqlite3 module's implicit transactions, so the
+    only transactions are the explicit ones of `Store.transaction()`. `timeout` is
+    SQLite's busy timeout. `check_same_thread` stays at its default (True): a free
+    tripwire if a connection ever leaks into another thread. The `authsvc_email_key`
+    function lets migration 5 fold existing emails exactly as Python does.
+    """
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("authsvc_email_key", 1, email_key, deterministic=True)
+    return conn
 
 
 def _journal_mode(conn: sqlite3.Connection) -> str:
@@ -188,49 +381,107 @@ def _journal_mode(conn: sqlite3.Connection) -> str:
     return conn.execute("PRAGMA journal_mode").fetchone()[0]
 
 
-def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Open a connection configured the way every part of authsvc expects.
+def connect_postgres(url: str) -> Any:
+    """Open one PostgreSQL connection with authsvc's settings (not from a pool)."""
+    import psycopg
+    from psycopg.rows import dict_row
 
-    `isolation_level=None` turns off the sqlite3 module's implicit transactions, so the
-    only transactions are the explicit `BEGIN IMMEDIATE ... COMMIT` of `transaction()`.
-    `timeout` is SQLite's busy timeout. `check_same_thread` stays at its default (True):
-    a free tripwire if a connection ever leaks into another thread.
+    return psycopg.connect(url, **_postgres_settings(), row_factory=dict_row)
+
+
+def _postgres_settings() -> dict[str, Any]:
+    """Connection settings: autocommit (the store writes BEGIN/COMMIT itself), and the
+    timeouts that turn a database that does not answer into an error within seconds."""
+    return {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "options": (
+            f"-c statement_timeout={int(STATEMENT_TIMEOUT_SECONDS * 1000)}"
+            f" -c lock_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}"
+            " -c idle_in_transaction_session_timeout=30000"
+        ),
+    }
+
+
+class SqliteConnections:
+    """A SQLite connection per thread, opened on first use and kept."""
+
+    def __init__(self, path: str) -> None:
+        """Remember the file; open nothing."""
+        self.path = path
+        self._local = threading.local()
+
+    @contextmanager
+    def borrow(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection (opened now if it has none, or if it was opened in
+        another process before a fork)."""
+        yield self.thread_connection()
+
+    def thread_connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and again after a fork)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = connect(self.path)
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection, if it has one; the next use opens a new one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+
+class PostgresConnections:
+    """A psycopg_pool pool per process, opened on first use.
+
+    `check` tests each connection before handing it out, so after the server restarted
+    the first request gets a fresh connection rather than a dead one (and a 503).
     """
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
 
+    def __init__(self, url: str, size: int) -> None:
+        """Remember where and how many; open nothing (no connection may cross a fork)."""
+        self.url = url
+        self.size = size
+        self._pool: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run the block as one write transaction: BEGIN IMMEDIATE, then COMMIT or ROLLBACK.
+    def _pool_of_this_process(self) -> Any:
+        """The pool, opened on first use in this process."""
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                from psycopg.rows import dict_row
+                from psycopg_pool import ConnectionPool
 
-    Raises DatabaseBusy when another connection keeps the write lock past the busy
-    timeout (a long bulk load, say): the caller can answer "try again" instead of failing.
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.size,
+                    kwargs={**_postgres_settings(), "row_factory": dict_row},
+                    check=ConnectionPool.check_connection,
+                    timeout=CONNECT_TIMEOUT_SECONDS + 2,
+                    open=False,
+                    name="authsvc",
+                )
+                self._pool.open(wait=False)
+                self._pid = os.getpid()
+            return self._pool
 
-    Re-entrant: inside an open transaction it simply joins it, so `Store` methods that
-    write can be composed into one atomic step by an outer `Store.transaction()`.
-    Note that `with conn:` would only commit; it neither begins IMMEDIATE nor closes.
-    """
-    if conn.in_transaction:
-        yield conn
-        return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-            raise
-        logger.warning(
-            "the write lock was busy for %.0f s: giving up", BUSY_TIMEOUT_SECONDS
-        )
-        raise DatabaseBusy("the database is busy") from None
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        """A connection from the pool, given back at the end of the block."""
+        with self._pool_of_this_process().connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close this process's pool and its connections (tests, admin commands)."""
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.close()
+            self._pool = None
 
 
 def _checked_columns(names: Any, *, allow_id: bool) -> list[str]:
@@ -247,94 +498,141 @@ def _checked_columns(names: Any, *, allow_id: bool) -> list[str]:
     return names
 
 
-@functools.lru_cache(maxsize=64)
-def _select_where(shape: tuple[tuple[str, bool], ...]) -> str:
+@functools.lru_cache(maxsize=128)
+def _select_where(shape: tuple[tuple[str, bool], ...], null_safe_equal: str) -> str:
     """The SELECT for filters of this shape: ((column, value is None), ...).
 
-    Built once per shape and cached: the same SQL text also lets sqlite3 reuse the
-    statement it prepared. Raises InvalidQuery for a name that is not a column.
+    Built once per shape and cached: the same SQL text also lets the driver reuse the
+    statement it prepared. A filter on `email` compares folded keys (see `email_key`):
+    two placeholders, the folded and the exact key, the exact one preferred. Raises
+    InvalidQuery for a name that is not a column.
     """
     columns = _checked_columns((column for column, _ in shape), allow_id=True)
-    # `IS ?` is equality that also matches NULL = NULL; `= ?` can use the indexes.
-    where = " AND ".join(
-        f"{column} IS ?" if is_none else f"{column} = ?"
-        for column, (_, is_none) in zip(columns, shape, strict=True)
-    )
-    return f"{_SELECT_USER} WHERE {where} LIMIT 1"
+    conditions, order = [], ""
+    for column, (_, is_none) in zip(columns, shape, strict=True):
+        if column == "email":
+            conditions.append("email_key IN (?, ?)")
+            order = " ORDER BY email_key <> ?"
+        elif is_none:
+            conditions.append(f"{column} {null_safe_equal} ?")
+        else:
+            conditions.append(f"{column} = ?")  # `= ?` can use the indexes
+    return f"{_SELECT_USER} WHERE {' AND '.join(conditions)}{order} LIMIT 1"
 
 
-def _user_from_row(row: sqlite3.Row, prefix: str = "") -> User:
+def _select_values(filters: dict[str, Any]) -> list[Any]:
+    """The values for `_select_where`'s placeholders, in order."""
+    values: list[Any] = []
+    exact = None
+    for column, value in filters.items():
+        if column == "email" and isinstance(value, str):
+            exact = exact_email_key(value)
+            values += [email_key(value), exact]
+        elif column == "email":
+            values += [value, value]
+        else:
+            values.append(value)
+    if "email" in filters:
+        values.append(exact)
+    return values
+
+
+def _attempt_key(email: str) -> str:
+    """The key an email's attempts are counted under: its folded form, with NUL (which
+    PostgreSQL cannot store, and no registered email holds) shown as U+FFFD."""
+    return email_key(email).replace("\0", "\ufffd")
+
+
+def _user_from_row(row: Any, prefix: str = "") -> User:
     """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name)."""
     return User(**{column: row[prefix + column] for column in USER_COLUMNS})
 
 
-def _session_from_row(row: sqlite3.Row) -> Session:
+def _session_from_row(row: Any) -> Session:
     """Build a Session from a row selected with `_SELECT_SESSION`."""
     return Session(**{column: row[column] for column in SESSION_COLUMNS})
-
-
-def _integrity_error(error: sqlite3.IntegrityError, email: Any) -> ValueError:
-    """The store's own error for a constraint the database enforced.
-
-    Only the unique index on email means "already registered"; a NULL where the schema
-    needs a value is another mistake, and saying "duplicate" for it would mislead.
-    """
-    if error.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_UNIQUE:
-        return DuplicateEmail(f"User {email} already exists")
-    return InvalidValue(f"the database refused the values: {error.sqlite_errorname}")
 
 
 # ----------------------------------------------------------------------------- the store
 
 
 class Store:
-    """The users table of one SQLite file, with a connection per thread opened on demand."""
+    """The users, sessions and counters of one database: a SQLite file or PostgreSQL."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], pool_size: int = 16) -> None:
         """Remember where the database is; open nothing yet (see the module docstring).
 
-        Raises DatabaseUnusable for ":memory:" (or an empty path): every connection
-        would get a database of its own, empty, so nothing would be shared.
+        `pool_size`: PostgreSQL connections per process at most (one per thread that
+        uses the database at the same moment). Raises DatabaseUnusable for ":memory:"
+        (or an empty path): every connection would get a database of its own, empty, so
+        nothing would be shared.
         """
         self.path = os.fspath(path)
+        self.dialect = dialect_for(self.path)
         if self.path in ("", ":memory:") or self.path.startswith("file:"):
             raise DatabaseUnusable(
                 f"{self.path!r} is not a file: every connection would see its own empty database"
             )
-        self._local = threading.local()
+        self._connections: SqliteConnections | PostgresConnections = (
+            PostgresConnections(self.path, pool_size)
+            if self.dialect is PostgresDialect
+            else SqliteConnections(self.path)
+        )
+        self._local = threading.local()  # the connection of an open transaction
 
     # -- lifecycle
 
     def initialize(self) -> None:
-        """Bring the file up to the current schema, in WAL mode, on a connection closed after.
+        """Bring the database up to the current schema, on a connection closed after.
 
-        Safe to run in every worker at every start-up (see schema.sql). When the file is
-        already current it only reads (WAL readers never wait for a writer), so a worker
-        can boot while another process holds the write lock for a long bulk load. When
-        migrations are due, the version is read again inside the write transaction, so of
-        several workers starting at once the first applies them and the others find
-        nothing left to do; a write lock held past the busy timeout is waited out, with a
-        warning every BUSY_TIMEOUT_SECONDS, up to BOOT_WAIT_SECONDS: a worker that gave
-        up would make gunicorn stop the whole server. Raises SchemaTooNew for a file a
-        newer authsvc has upgraded, DatabaseBusy once BOOT_WAIT_SECONDS have passed.
+        Safe to run in every worker of every host at every start-up. When the database
+        is current it only reads (no lock at all), so a worker can boot while another
+        process holds the write lock for a long bulk load. When migrations are due, the
+        version is read again inside the write transaction (after the migration lock on
+        PostgreSQL), so of several workers or hosts starting at once the first applies
+        them and the others find nothing left to do. A lock held past the busy timeout,
+        or a PostgreSQL server that does not answer yet, is waited out with a warning
+        every few seconds, up to BOOT_WAIT_SECONDS: a worker that gave up would make
+        gunicorn stop the whole server. Raises SchemaTooNew for a database a newer
+        authsvc has upgraded, DatabaseUnusable for one that cannot be opened or written,
+        DatabaseBusy or DatabaseUnavailable once BOOT_WAIT_SECONDS have passed.
         """
-        try:
-            conn = connect(self.path)
-        except sqlite3.OperationalError as error:  # a missing directory, say
-            raise DatabaseUnusable(f"cannot open {self.path}: {error}") from None
-        try:
+        deadline = time.monotonic() + BOOT_WAIT_SECONDS
+        while True:
+            try:
+                self._initialize_once()
+                return
+            except (DatabaseBusy, DatabaseUnavailable):
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("the schema check waits for the database")
+                time.sleep(1)
+
+    def _initialize_once(self) -> None:
+        """One attempt of `initialize`."""
+        if self.dialect is SqliteDialect:
+            try:
+                conn = connect(self.path)
+            except sqlite3.OperationalError as error:  # a missing directory, say
+                raise DatabaseUnusable(f"cannot open {self.path}: {error}") from None
             self._check_writable()
-            deadline = time.monotonic() + BOOT_WAIT_SECONDS
-            while True:
-                try:
-                    self._upgrade(conn)
-                    return
-                except DatabaseBusy:
-                    if time.monotonic() >= deadline:
-                        raise
-                    logger.warning("the schema upgrade waits for the write lock")
+        else:
+            conn = self._translated(lambda: connect_postgres(self.path))
+        try:
+            self._translated(lambda: self._upgrade(conn))
+            self._translated(lambda: self._warn_about_shared_emails(conn))
         finally:
             conn.close()
+
+    def _translated(self, call: Any) -> Any:
+        """call(), with a driver error turned into the store's own (DatabaseBusy...)."""
+        try:
+            return call()
+        except Exception as error:
+            translated = self.dialect.translate(error)
+            if translated is None:
+                raise
+            raise translated from None
 
     def _check_writable(self) -> None:
         """Raise DatabaseUnusable unless this process may write the file and its folder.
@@ -351,60 +649,121 @@ class Store:
             ):
                 raise DatabaseUnusable(f"{target} is not writable by this process")
 
-    def _upgrade(self, conn: sqlite3.Connection) -> None:
-        """One attempt of `initialize`: WAL mode and the missing migrations, if any."""
-        if _user_version(conn) == SCHEMA_VERSION and _journal_mode(conn) == "wal":
-            return
-        try:
+    def _upgrade(self, conn: Any) -> None:
+        """Apply the migrations the database lacks (SQLite: in WAL mode, which persists)."""
+        dialect = self.dialect
+        if dialect is SqliteDialect and _journal_mode(conn) != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                raise
-            raise DatabaseBusy("the database is busy") from None
-        with transaction(conn):
-            version = _user_version(conn)
+        if dialect.schema_version(conn) == SCHEMA_VERSION:
+            return
+        conn.execute(dialect.begin_write)
+        try:
+            dialect.lock_migrations(conn)
+            version = dialect.schema_version(conn)
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
-                    f"{self.path} has schema version {version}; this authsvc knows "
+                    f"the database has schema version {version}; this authsvc knows "
                     f"up to {SCHEMA_VERSION}"
                 )
             for number, statements in enumerate(
-                MIGRATIONS[version:], start=version + 1
+                dialect.migrations[version:], start=version + 1
             ):
                 for statement in statements:
                     conn.execute(statement)
-                # A PRAGMA takes no placeholder; `number` is an int this code computed.
-                conn.execute(f"PRAGMA user_version = {number}")
+                dialect.set_schema_version(conn, number)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _warn_about_shared_emails(self, conn: Any) -> None:
+        """Log how many accounts share a folded email with an older one (migration 5).
+
+        On `initialize`'s own connection: nothing may stay open in a process that forks.
+        """
+        (row,) = self._execute(
+            conn,
+            "SELECT COUNT(*) AS shared FROM users WHERE email_key >= ? AND email_key < ?",
+            ("=", ">"),
+        ).fetchall()
+        if row["shared"]:
+            logger.warning(
+                "%d account(s) share their email, letter case aside, with an older "
+                "account (made before emails were compared for every letter); each "
+                "logs in only with its exact spelling (README, 'Known limits')",
+                row["shared"],
+            )
 
     def schema_version(self) -> int:
-        """The number of the last migration applied to the file (PRAGMA user_version)."""
-        return _user_version(self._connection())
+        """The number of the last migration applied to the database."""
+        with self._conn() as conn:
+            return self.dialect.schema_version(conn)
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use.
-
-        The process id is recorded with it: a connection inherited through `fork()` is
-        never reused (the child opens its own).
-        """
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = connect(self.path)
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
+        """SQLite only: this thread's connection (tests read the file's settings on it)."""
+        if not isinstance(self._connections, SqliteConnections):
+            raise TypeError("only a SQLite store keeps a connection per thread")
+        return self._connections.thread_connection()
 
     def close(self) -> None:
-        """Close this thread's connection, if it has one; the next call opens a new one."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            conn.close()
-        self._local.conn = None
+        """SQLite: close this thread's connection. PostgreSQL: close this process's pool.
+
+        The next call opens again. (A server never needs this; tests and commands do.)
+        """
+        self._connections.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        """A connection for one store call: the open transaction's, else a borrowed one.
+
+        Every driver error leaving the block becomes the store's own error
+        (DatabaseBusy, DatabaseUnavailable, DuplicateEmail, InvalidValue).
+        """
+        current = getattr(self._local, "conn", None)
+        try:
+            if current is not None:
+                yield current
+            else:
+                with self._connections.borrow() as conn:
+                    yield conn
+        except Exception as error:
+            translated = self.dialect.translate(error)
+            if translated is None:
+                raise
+            raise translated from None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Make every store call inside the block one atomic write transaction."""
-        with transaction(self._connection()):
+        """Make every store call inside the block one atomic write transaction.
+
+        Re-entrant: inside an open transaction it simply joins it, so store methods
+        that write can be composed into one atomic step by an outer `transaction()`.
+        Raises DatabaseBusy when a lock stays taken past the busy timeout.
+        """
+        if getattr(self._local, "conn", None) is not None:
             yield
+            return
+        with self._conn() as conn:
+            conn.execute(self.dialect.begin_write)
+            self._local.conn = conn
+            try:
+                yield
+            except BaseException:
+                self._local.conn = None
+                conn.execute("ROLLBACK")
+                raise
+            self._local.conn = None
+            conn.execute("COMMIT")
+
+    def _execute(self, conn: Any, sql: str, params: Any = ()) -> Any:
+        """Run one statement, written with `?` placeholders, on `conn`; its cursor."""
+        return conn.execute(self.dialect.sql(sql), params)
+
+    def _lock_user(self, conn: Any, user_id: int) -> None:
+        """Inside a transaction, make other writers of this user's rows wait (PostgreSQL;
+        SQLite's write lock already does)."""
+        if self.dialect.lock_user is not None:
+            self._execute(conn, self.dialect.lock_user, (user_id,)).fetchall()
 
     # -- the course's three methods
 
@@ -412,41 +771,51 @@ class Store:
         """Insert a user and return it.
 
         Raises DuplicateEmail when the email is taken, whatever its letter case: the unique
-        index decides, so two simultaneous registrations cannot both succeed.
+        index on the folded email decides, so two simultaneous registrations (on any
+        number of workers and hosts) cannot both succeed.
         """
-        conn = self._connection()
+        if not isinstance(email, str):
+            raise InvalidValue("email must be a string")
+        key = email_key(email)
         try:
-            with transaction(conn):
-                cursor = conn.execute(
-                    "INSERT INTO users (email, hashed_password) VALUES (?, ?)",
-                    (email, hashed_password),
-                )
-        except sqlite3.IntegrityError as error:
-            raise _integrity_error(error, email) from None
-        return User(id=cursor.lastrowid, email=email, hashed_password=hashed_password)
+            with self.transaction(), self._conn() as conn:
+                (row,) = self._execute(
+                    conn,
+                    "INSERT INTO users (email, hashed_password, email_key)"
+                    " VALUES (?, ?, ?) RETURNING id",
+                    (email, hashed_password, key),
+                ).fetchall()
+        except DuplicateEmail:
+            raise DuplicateEmail(f"User {email} already exists") from None
+        return User(
+            id=row["id"], email=email, hashed_password=hashed_password, email_key=key
+        )
 
     def find_user_by(self, **filters: Any) -> User:
         """Return the first user matching every filter (`column=value`, joined with AND).
 
-        A value of None matches NULL. Raises InvalidQuery when there is no filter or a
-        filter names no column, UserNotFound when no row matches.
+        A value of None matches NULL; `email` matches whatever its letter case. Raises
+        InvalidQuery when there is no filter or a filter names no column, UserNotFound
+        when no row matches.
         """
         if not filters:
             raise InvalidQuery("find_user_by needs at least one column=value filter")
+        if any(isinstance(value, str) and "\0" in value for value in filters.values()):
+            # No stored value holds NUL (registration refuses it), and PostgreSQL
+            # cannot even take one as a parameter: nothing can match.
+            raise UserNotFound(f"no user matches {', '.join(filters)}")
         shape = tuple((column, filters[column] is None) for column in filters)
-        # fetchall, not fetchone: it runs the statement to its end, so this thread's
-        # long-lived connection keeps no read transaction (and no WAL snapshot) open.
-        rows = (
-            self._connection()
-            .execute(_select_where(shape), list(filters.values()))
-            .fetchall()
-        )
+        sql = _select_where(shape, self.dialect.null_safe_equal)
+        # fetchall, not fetchone: it runs the statement to its end, so a long-lived
+        # SQLite connection keeps no read transaction (and no WAL snapshot) open.
+        with self._conn() as conn:
+            rows = self._execute(conn, sql, _select_values(filters)).fetchall()
         if not rows:
             raise UserNotFound(f"no user matches {', '.join(filters)}")
         return _user_from_row(rows[0])
 
     def update_user(self, user_id: int, **fields: Any) -> None:
-        """Set the given columns of user `user_id`.
+        """Set the given columns of user `user_id` (a new email gets its folded key too).
 
         Raises ValueError: InvalidQuery when a field names no column or is `id`,
         DuplicateEmail when the new email is another user's, InvalidValue for a NULL the
@@ -455,20 +824,49 @@ class Store:
         columns = _checked_columns(fields, allow_id=False)
         if not columns:
             return
+        if "email" in fields:
+            if not isinstance(fields["email"], str):
+                raise InvalidValue("email must be a string")
+            fields = {**fields, "email_key": email_key(fields["email"])}
+            columns = list(dict.fromkeys([*columns, "email_key"]))
         assignments = ", ".join(f"{column} = ?" for column in columns)
         values = [fields[column] for column in columns]
-        conn = self._connection()
         try:
-            with transaction(conn):
-                cursor = conn.execute(
-                    f"UPDATE users SET {assignments} WHERE id = ?", [*values, user_id]
+            with self.transaction(), self._conn() as conn:
+                cursor = self._execute(
+                    conn,
+                    f"UPDATE users SET {assignments} WHERE id = ?",
+                    [*values, user_id],
                 )
-        except sqlite3.IntegrityError as error:
-            raise _integrity_error(error, fields.get("email")) from None
+        except DuplicateEmail:
+            raise DuplicateEmail(f"User {fields.get('email')} already exists") from None
         if cursor.rowcount == 0:
             raise UserNotFound(f"no user with id {user_id}")
 
-    # -- sessions: one row per login (schema.sql, migration 3)
+    def replace_password(
+        self, user_id: int, reset_digest: str, hashed_password: str
+    ) -> bool:
+        """Set a new password hash with the reset token of this digest, using it up.
+
+        True when the token was still the user's; False when another request spent it
+        first. The condition is in the UPDATE itself: on PostgreSQL a second UPDATE of
+        the row waits for the first to commit and then finds the token gone.
+        """
+        with self.transaction(), self._conn() as conn:
+            cursor = self._execute(
+                conn,
+                "UPDATE users SET hashed_password = ?, reset_token = NULL,"
+                " reset_expires_at = NULL WHERE id = ? AND reset_token = ?",
+                (hashed_password, user_id, reset_digest),
+            )
+        return cursor.rowcount == 1
+
+    def lock_user(self, user_id: int) -> None:
+        """Inside `transaction()`: make other writers of this user wait until it ends."""
+        with self._conn() as conn:
+            self._lock_user(conn, user_id)
+
+    # -- sessions: one row per login (migration 3)
     #
     # "Live" is decided by the caller's clock, passed in as two bounds: a session is live
     # while `expires_at > now` (its absolute lifetime) and `last_used_at > live_after`
@@ -485,22 +883,26 @@ class Store:
     ) -> bool:
         """Insert `session` (its `id` is ignored) as one atomic step; False if refused.
 
-        In one write transaction: the user's ended sessions are deleted (expired rows
+        In one write transaction, with the user's row locked (PostgreSQL; SQLite's write
+        lock serializes it anyway): the user's ended sessions are deleted (expired rows
         are cleaned up at each login), the new row is inserted only if the user's stored
         password hash is still `password_hash`, and the user's least recently used
         sessions beyond `max_sessions` are deleted. The hash condition closes a race: a
         login that checked a password which a reset replaced while bcrypt ran must not
-        start a session (it returns False, and nothing is written).
+        start a session (it returns False, and nothing is written). The lock keeps the
+        bound when one user logs in on several hosts at once.
         """
         now = session.created_at
-        conn = self._connection()
-        with transaction(conn):
-            conn.execute(
+        with self.transaction(), self._conn() as conn:
+            self._lock_user(conn, session.user_id)
+            self._execute(
+                conn,
                 "DELETE FROM sessions WHERE user_id = ?"
                 " AND (expires_at <= ? OR last_used_at <= ?)",
                 (session.user_id, now, live_after),
             )
-            inserted = conn.execute(
+            inserted = self._execute(
+                conn,
                 "INSERT INTO sessions (public_id, user_id, digest, created_at,"
                 " last_used_at, expires_at, user_agent, ip)"
                 " SELECT ?, id, ?, ?, ?, ?, ?, ? FROM users"
@@ -511,7 +913,8 @@ class Store:
                     session.ip, session.user_id, password_hash,
                 ),
             ).rowcount  # fmt: skip
-            conn.execute(
+            self._execute(
+                conn,
                 "DELETE FROM sessions WHERE user_id = ? AND id NOT IN"
                 " (SELECT id FROM sessions WHERE user_id = ?"
                 "  ORDER BY last_used_at DESC, id DESC LIMIT ?)",
@@ -524,9 +927,8 @@ class Store:
 
         Live or not: the caller decides with its clock. One indexed lookup.
         """
-        rows = (
-            self._connection().execute(_SELECT_SESSION_AND_USER, (digest,)).fetchall()
-        )
+        with self._conn() as conn:
+            rows = self._execute(conn, _SELECT_SESSION_AND_USER, (digest,)).fetchall()
         if not rows:
             return None
         return _session_from_row(rows[0]), _user_from_row(rows[0], prefix="user_")
@@ -539,9 +941,9 @@ class Store:
         a stale time, the first writes and the others match no row, so a burst of
         requests costs one write, not one each.
         """
-        conn = self._connection()
-        with transaction(conn):
-            conn.execute(
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
                 "UPDATE sessions SET last_used_at = ? WHERE id = ? AND last_used_at < ?",
                 (now, session_id, stale_before),
             )
@@ -550,15 +952,13 @@ class Store:
         self, user_id: int, now: float, live_after: float
     ) -> list[Session]:
         """The user's live sessions, most recently used first."""
-        rows = (
-            self._connection()
-            .execute(
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
                 f"{_SELECT_SESSION} WHERE user_id = ? AND last_used_at > ?"
                 " AND expires_at > ? ORDER BY last_used_at DESC, id DESC",
                 (user_id, live_after, now),
-            )
-            .fetchall()
-        )
+            ).fetchall()
         return [_session_from_row(row) for row in rows]
 
     def delete_session(
@@ -568,21 +968,21 @@ class Store:
 
         Another user's session, an ended one and an unknown id are all None alike.
         """
-        conn = self._connection()
-        with transaction(conn):
-            rows = conn.execute(
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
                 "DELETE FROM sessions WHERE public_id = ? AND user_id = ?"
-                f" AND last_used_at > ? AND expires_at > ? RETURNING {', '.join(SESSION_COLUMNS)}",
+                " AND last_used_at > ? AND expires_at > ?"
+                f" RETURNING {', '.join(SESSION_COLUMNS)}",
                 (public_id, user_id, live_after, now),
             ).fetchall()
         return _session_from_row(rows[0]) if rows else None
 
     def delete_session_by_digest(self, digest: str) -> bool:
         """Delete the session whose id has this digest (a logout). True if there was one."""
-        conn = self._connection()
-        with transaction(conn):
-            deleted = conn.execute(
-                "DELETE FROM sessions WHERE digest = ?", (digest,)
+        with self.transaction(), self._conn() as conn:
+            deleted = self._execute(
+                conn, "DELETE FROM sessions WHERE digest = ?", (digest,)
             ).rowcount
         return deleted == 1
 
@@ -596,22 +996,28 @@ class Store:
     ) -> int:
         """Delete every session of the user except the one with id `keep`.
 
-        Returns how many of the deleted sessions were live (ended ones go too, uncounted).
+        Returns how many of the deleted sessions were live (ended ones go too,
+        uncounted). The user's row is locked first (PostgreSQL), so a login of the same
+        user on another host cannot slip a session in between.
         """
         keep_id = -1 if keep is None else keep
-        conn = self._connection()
-        with transaction(conn):
-            live = conn.execute(
+        with self.transaction(), self._conn() as conn:
+            self._lock_user(conn, user_id)
+            live = self._execute(
+                conn,
                 "DELETE FROM sessions WHERE user_id = ? AND id <> ?"
                 " AND last_used_at > ? AND expires_at > ?",
                 (user_id, keep_id, live_after, now),
             ).rowcount
-            conn.execute(
-                "DELETE FROM sessions WHERE user_id = ? AND id <> ?", (user_id, keep_id)
+            self._execute(
+                conn,
+                "DELETE FROM sessions WHERE user_id = ? AND id <> ?",
+                (user_id, keep_id),
             )
         return live
 
-    # -- login throttling (shared by every worker, because it is in the database)
+    # -- attempts per email, for throttling (in the database, so every worker and host
+    #    counts the same attempts); keyed by the folded email
 
     def count_login_attempt(
         self, email: str, now: float, window: float
@@ -630,33 +1036,39 @@ class Store:
     ) -> LoginAttempts:
         """Count one attempt for `email` in `table` and return its window's tally.
 
-        Atomic, so simultaneous attempts on several workers are all counted. Rows whose
-        window ended by `now` are deleted first, so the table holds only live windows and
-        an attempt after a window ended opens a new one. `table` is one of
-        ATTEMPT_TABLES (a name put into SQL text, so never a caller's string).
+        Atomic on both databases, so simultaneous attempts on several workers and hosts
+        are all counted: an upsert (INSERT ... ON CONFLICT DO UPDATE) either makes the
+        row or adds one to it, in one statement. Rows whose window ended by `now` are
+        deleted first, so an attempt after a window ended opens a new one. `table` is
+        one of ATTEMPT_TABLES (a name put into SQL text, so never a caller's string).
         """
         if table not in ATTEMPT_TABLES:
             raise InvalidQuery(f"not a table of attempts: {table}")
-        conn = self._connection()
-        with transaction(conn):
-            conn.execute(
-                f"DELETE FROM {table} WHERE window_started_at <= ?", (now - window,)
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                f"DELETE FROM {table} WHERE window_started_at <= ?",
+                (now - window,),
             )
-            (row,) = conn.execute(
+            (row,) = self._execute(
+                conn,
                 f"INSERT INTO {table} (email, attempts, window_started_at) VALUES (?, 1, ?)"
-                " ON CONFLICT (email) DO UPDATE SET attempts = attempts + 1"
+                f" ON CONFLICT (email) DO UPDATE SET attempts = {table}.attempts + 1"
                 " RETURNING attempts, window_started_at",
-                (email, now),
+                (_attempt_key(email), now),
             ).fetchall()
         return LoginAttempts(
             attempts=row["attempts"], window_started_at=row["window_started_at"]
         )
 
     def clear_login_attempts(self, email: str) -> None:
-        """Forget the login attempts of `email` (after a successful login)."""
-        conn = self._connection()
-        with transaction(conn):
-            conn.execute("DELETE FROM login_attempts WHERE email = ?", (email,))
+        """Forget the login attempts of `email` (after a successful login or reset)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "DELETE FROM login_attempts WHERE email = ?",
+                (_attempt_key(email),),
+            )
 
     # -- bulk loading (tests/bench.py seeds a million users with it)
 
@@ -667,13 +1079,15 @@ class Store:
         seconds. Raises DuplicateEmail (and inserts nothing) if any email is taken.
         Returns the number of rows inserted.
         """
-        conn = self._connection()
         try:
-            with transaction(conn):
-                cursor = conn.executemany(
-                    "INSERT INTO users (email, hashed_password) VALUES (?, ?)",
-                    ((email, hashed_password) for email in emails),
+            with self.transaction(), self._conn() as conn:
+                cursor = conn.cursor()
+                cursor.executemany(
+                    self.dialect.sql(
+                        "INSERT INTO users (email, hashed_password, email_key) VALUES (?, ?, ?)"
+                    ),
+                    ((email, hashed_password, email_key(email)) for email in emails),
                 )
-        except sqlite3.IntegrityError:
+        except DuplicateEmail:
             raise DuplicateEmail("one of the emails is already registered") from None
         return cursor.rowcount

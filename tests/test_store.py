@@ -61,7 +61,12 @@ def test_add_user_returns_users_with_increasing_ids(db: Store) -> None:
     first = db.add_user("test@test.com", "SuperHashedPwd")
     second = db.add_user("test1@test.com", "SuperHashedPwd1")
     assert (first.id, second.id) == (1, 2)
-    assert first == User(id=1, email="test@test.com", hashed_password="SuperHashedPwd")
+    assert first == User(
+        id=1,
+        email="test@test.com",
+        hashed_password="SuperHashedPwd",
+        email_key="test@test.com",
+    )
 
 
 def test_add_user_refuses_an_email_taken_in_another_letter_case(db: Store) -> None:
@@ -87,7 +92,9 @@ def test_sql_metacharacters_are_stored_as_plain_text(db: Store) -> None:
     email = "x'); DROP TABLE users; --@example.com"
     user = db.add_user(email, "h")
     assert db.find_user_by(email=email) == user
-    assert read_all(db.path) == [(1, email, "h", None, None, None, None)]
+    assert read_all(db.path) == [
+        (1, email, "h", None, None, None, None, email.casefold())
+    ]
 
 
 # -- task 2: find_user_by
@@ -268,7 +275,7 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 4
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 5
     tables = {
         row[0]
         for row in db._connection().execute(
@@ -302,7 +309,7 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(store.SchemaTooNew, match="schema version 5"):
+    with pytest.raises(store.SchemaTooNew, match="schema version 6"):
         Store(path).initialize()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # untouched
