@@ -71,4 +71,8 @@ CREATE INDEX IF NOT EXISTS reset_attempts_window ON reset_attempts (window_start
 -- @migration 5: emails compared for every letter, not only ASCII
 ALTER TABLE users ADD COLUMN IF NOT EXISTS email_key VARCHAR(254);
 
+-- No PostgreSQL database holds users from before this migration, so every row has its
+-- key and the column can say so (SQLite cannot add NOT NULL to an existing column).
+ALTER TABLE users ALTER COLUMN email_key SET NOT NULL;
+
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);

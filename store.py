@@ -434,6 +434,18 @@ class SqliteConnections:
         self._local.conn = None
 
 
+# Every PostgreSQL pool holder this process made, for `close_all_pools`. Strong
+# references: a pool must be closed, not garbage-collected (its __del__ would try to
+# join its worker threads, possibly from one of them). A server makes one or two.
+_ALL_POSTGRES_CONNECTIONS: list[PostgresConnections] = []
+
+
+def close_all_pools() -> None:
+    """Close every PostgreSQL pool of this process (tests, and commands before they exit)."""
+    while _ALL_POSTGRES_CONNECTIONS:
+        _ALL_POSTGRES_CONNECTIONS.pop().close()
+
+
 class PostgresConnections:
     """A psycopg_pool pool per process, opened on first use.
 
@@ -468,6 +480,7 @@ class PostgresConnections:
                 )
                 self._pool.open(wait=False)
                 self._pid = os.getpid()
+                _ALL_POSTGRES_CONNECTIONS.append(self)
             return self._pool
 
     @contextmanager

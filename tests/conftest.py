@@ -7,6 +7,8 @@ AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import sqlite3
@@ -25,12 +27,15 @@ _IMPORT_DIR = tempfile.TemporaryDirectory(prefix="authsvc-import-")
 os.environ["AUTHSVC_DB"] = os.path.join(_IMPORT_DIR.name, "import.db")
 os.environ["AUTHSVC_BCRYPT_ROUNDS"] = "4"
 
+import pgserver
 import servers
 from servers import GunicornServer
 from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client, TestResponse
 
+import store
 from authsvc import Auth, AuthApp, Config
+from store import Store
 
 # bcrypt's lowest cost: a hash takes about a millisecond instead of a quarter second.
 # tests/test_auth.py::test_default_cost_* runs at the real default.
@@ -45,6 +50,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     config.addinivalue_line(
         "markers", "e2e: starts a real gunicorn server on 127.0.0.1"
+    )
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only: reads SQLite's own file or settings; not run on PostgreSQL",
     )
     config.addinivalue_line("filterwarnings", "error")
     config.addinivalue_line(
@@ -72,10 +81,129 @@ class FakeClock:
         self.now += seconds
 
 
+# ----------------------------------------------------------------------------- backends
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Run a test marked `sqlite_only` (it reads SQLite's file or settings) on SQLite only."""
+    kept = [
+        item
+        for item in items
+        if not (
+            item.get_closest_marker("sqlite_only")
+            and getattr(item, "callspec", None)
+            and item.callspec.params.get("backend") == "postgresql"
+        )
+    ]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database every store, Auth, HTTP and end-to-end test runs against, in turn."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pgserver.PostgresServer]:
+    """A throw-away PostgreSQL server for the whole run, with a template database that
+    holds the schema. Under CI a missing PostgreSQL fails the run; elsewhere its tests
+    skip, saying what to install."""
+    try:
+        import psycopg  # noqa: F401
+
+        server = pgserver.start_postgres()
+    except (FileNotFoundError, ImportError) as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required under CI: {missing}")
+        pytest.skip(pgserver.INSTALL_HINT)
+    server.sql("CREATE DATABASE authsvc_template")
+    template = Store(server.url("authsvc_template"))
+    template.initialize()
+    yield server
+    store.close_all_pools()
+    server.remove()
+
+
+_database_numbers = itertools.count(1)
+
+
+def new_database_url(backend: str, request: pytest.FixtureRequest, path: Path) -> str:
+    """A new, empty database with the schema: a file at `path`, or a PostgreSQL database
+    copied from the template (milliseconds), dropped when the test ends."""
+    if backend == "sqlite":
+        return str(path)
+    server = request.getfixturevalue("postgres")
+    name = f"test_{os.getpid()}_{next(_database_numbers)}"
+    server.sql(f"CREATE DATABASE {name} TEMPLATE authsvc_template")
+
+    def drop() -> None:
+        store.close_all_pools()
+        server.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    request.addfinalizer(drop)
+    return server.url(name)
+
+
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    """Settings for one test: its own empty database file, bcrypt at the lowest cost."""
-    return Config(db=str(tmp_path / "test.db"), bcrypt_rounds=FAST_ROUNDS)
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test's own empty database, on the backend of this run of the test."""
+    return new_database_url(backend, request, tmp_path / "test.db")
+
+
+def query(db: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one statement (written with `?`), read on a connection of the test's own,
+    from a SQLite file or a PostgreSQL URL."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            cursor = conn.execute(sql.replace("?", "%s"), params)
+            return (
+                [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+            )
+    conn = sqlite3.connect(db, isolation_level=None)  # each statement commits
+    try:
+        return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def write_lock_held(db: str) -> Iterator[None]:
+    """Hold a write lock on the database from a connection of the test's own, as a long
+    bulk load in another process would: SQLite's one write lock, or on PostgreSQL an
+    EXCLUSIVE lock on users and sessions (reads go on, writes wait)."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE users, sessions IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.execute("ROLLBACK")
+        return
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
+    """Settings for one test: its own empty database, bcrypt at the lowest cost."""
+    return Config(db=database_url, bcrypt_rounds=FAST_ROUNDS)
 
 
 @pytest.fixture
@@ -131,18 +259,12 @@ def assert_error(response: TestResponse, status: int) -> str:
     return response.json["message"]
 
 
-def snapshot(path: str) -> dict[str, list[tuple]]:
-    """Every row of the tables that hold accounts and sessions, read from the file."""
-    conn = sqlite3.connect(path)
-    try:
-        return {
-            table: [
-                tuple(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1")
-            ]
-            for table in ("users", "sessions")
-        }
-    finally:
-        conn.close()
+def snapshot(db: str) -> dict[str, list[tuple]]:
+    """Every row of the tables that hold accounts and sessions, read from the database."""
+    return {
+        table: query(db, f"SELECT * FROM {table} ORDER BY 1")
+        for table in ("users", "sessions")
+    }
 
 
 @pytest.fixture
@@ -188,7 +310,9 @@ def actions(client: Client) -> AuthActions:
 # ----------------------------------------------------------------------------- gunicorn
 
 
-def start_gunicorn(db_path: Path, log_path: Path, **options: object) -> GunicornServer:
+def start_gunicorn(
+    db_path: Path | str, log_path: Path, **options: object
+) -> GunicornServer:
     """servers.start_gunicorn with bcrypt at the test cost; a server that fails fails the test."""
     env = {
         "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
@@ -202,24 +326,27 @@ def start_gunicorn(db_path: Path, log_path: Path, **options: object) -> Gunicorn
 
 @pytest.fixture(scope="session")
 def gunicorn_server(
+    backend: str,
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GunicornServer]:
-    """One shared server for the session: 2 workers x 4 threads, its own temporary database."""
-    directory = tmp_path_factory.mktemp("gunicorn")
-    server = start_gunicorn(directory / "authsvc.db", directory / "gunicorn.log")
+    """One shared server per backend: 2 workers x 4 threads, its own temporary database."""
+    directory = tmp_path_factory.mktemp(f"gunicorn-{backend}")
+    db = new_database_url(backend, request, directory / "authsvc.db")
+    server = start_gunicorn(db, directory / "gunicorn.log")
     yield server
     server.stop()
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
+def start_server(
+    database_url: str, tmp_path: Path
+) -> Iterator[Callable[..., GunicornServer]]:
     """Start servers of the test's own on the test's database; every one is stopped after."""
     started: list[GunicornServer] = []
 
     def start(**kwargs: object) -> GunicornServer:
-        server = start_gunicorn(
-            tmp_path / "authsvc.db", tmp_path / "gunicorn.log", **kwargs
-        )
+        server = start_gunicorn(database_url, tmp_path / "gunicorn.log", **kwargs)
         started.append(server)
         return server
 

@@ -35,7 +35,7 @@ class GunicornServer:
 
     process: subprocess.Popen
     log_path: Path
-    db_path: Path
+    db_path: Path | str
     url: str = ""
     # Where this server's lines start in a log file shared with an earlier run.
     log_offset: int = 0
@@ -72,7 +72,7 @@ class GunicornServer:
 
 
 def start_gunicorn(
-    db_path: Path,
+    db_path: Path | str,
     log_path: Path,
     *,
     app: str = "authsvc:app",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, query
 
 from authsvc import (
     Auth,
@@ -32,14 +32,10 @@ def bob(auth: Auth) -> int:
     return auth.register_user(EMAIL, PASSWORD).id
 
 
-def stored_secrets(path: str) -> list[str]:
+def stored_secrets(db: str) -> list[str]:
     """Every non-NULL value in the database's session and reset columns."""
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute("SELECT session_id, reset_token FROM users").fetchall()
-        rows += conn.execute("SELECT digest FROM sessions").fetchall()
-    finally:
-        conn.close()
+    rows = query(db, "SELECT session_id, reset_token FROM users")
+    rows += query(db, "SELECT digest FROM sessions")
     return [value for row in rows for value in row if value is not None]
 
 

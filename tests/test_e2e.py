@@ -21,6 +21,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+from conftest import query
 from servers import ROOT, GunicornServer
 
 from authsvc import email_hash
@@ -31,15 +32,12 @@ pytestmark = pytest.mark.e2e
 TIMEOUT = 15
 
 
-def count_users(db_path: Path, email: str) -> int:
-    """Rows with this email, any letter case, read straight from the file."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute(
-            "SELECT COUNT(*) FROM users WHERE email = ? COLLATE NOCASE", (email,)
-        ).fetchone()[0]
-    finally:
-        conn.close()
+def count_users(db: Path | str, email: str) -> int:
+    """Rows with this email, any letter case, read straight from the database."""
+    ((count,),) = query(
+        str(db), "SELECT COUNT(*) FROM users WHERE email_key = ?", (email.casefold(),)
+    )
+    return count
 
 
 def test_the_course_client_passes(gunicorn_server: GunicornServer) -> None:
@@ -138,12 +136,45 @@ def test_preload_forks_no_database_connection(
     start_server: Callable[..., GunicornServer],
 ) -> None:
     """With --preload the master imports the app (and applies the schema) before forking:
-    afterwards it must hold no descriptor on the database, or every worker would inherit it."""
+    afterwards it must hold no descriptor on the database (a file, or a socket to the
+    PostgreSQL server), or every worker would inherit it."""
     server = start_server(extra_args=("--preload",))
-    requests.get(f"{server.url}/profile", timeout=TIMEOUT)  # workers open their own
-    fd_dir = Path(f"/proc/{server.process.pid}/fd")
-    targets = [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)]
-    assert not [target for target in targets if str(server.db_path) in target], targets
+    cookie = {"session_id": "x"}
+    requests.get(f"{server.url}/profile", cookies=cookie, timeout=TIMEOUT)
+    assert database_handles(server.process.pid, str(server.db_path)) == []
+    login = {"email": "a@b.io", "password": "x"}
+    for _ in range(10):  # the workers do open their own, on first use
+        requests.post(f"{server.url}/sessions", data=login, timeout=TIMEOUT)
+    assert any(
+        database_handles(pid, str(server.db_path)) for pid in server.worker_pids()
+    )
+
+
+def database_handles(pid: int, db: str) -> list[str]:
+    """What process `pid` holds open on the database: descriptors of the SQLite file, or
+    TCP connections to the PostgreSQL server's port."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    targets = []
+    for fd in os.listdir(fd_dir):
+        try:
+            targets.append(os.readlink(fd_dir / fd))
+        except FileNotFoundError:
+            continue  # closed meanwhile
+    if not db.startswith("postgresql://"):
+        return [target for target in targets if db in target]
+    port = f"{int(db.rsplit(':', 1)[1].split('/')[0]):04X}"
+    inodes = {
+        target[len("socket:[") : -1]
+        for target in targets
+        if target.startswith("socket:[")
+    }
+    connections = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if remote.endswith(":" + port) and state == "01" and inode in inodes:
+            connections.append(f"tcp to {remote} (inode {inode})")
+    return connections
 
 
 def test_registered_users_survive_kill_9(
@@ -161,7 +192,7 @@ def test_registered_users_survive_kill_9(
                 data={"email": email, "password": f"pw{index}"},
                 timeout=TIMEOUT,
             )
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, reset, or cut mid-answer
             return  # the server died under this request: no promise was made
         if response.status_code == 200:
             with lock:
@@ -322,11 +353,10 @@ def test_the_logs_hold_every_event_and_no_secret(
             data={"email": email, "password": "a wrong secret"},
             timeout=TIMEOUT,
         )
-    conn = sqlite3.connect(server.db_path)
-    stored = conn.execute(
-        "SELECT hashed_password, session_id, reset_token FROM users"
-    ).fetchall()
-    conn.close()
+    stored = query(
+        str(server.db_path), "SELECT hashed_password, reset_token FROM users"
+    )
+    stored += query(str(server.db_path), "SELECT digest FROM sessions")
     secrets_used += [
         value for row in stored for value in row if value
     ]  # hashes and digests
@@ -350,12 +380,13 @@ def test_the_logs_hold_every_event_and_no_secret(
         assert line in log, line
 
 
+@pytest.mark.sqlite_only
 def test_a_database_of_the_first_release_keeps_its_users(
-    tmp_path: Path, start_server: Callable[..., GunicornServer]
+    database_url: str, start_server: Callable[..., GunicornServer]
 ) -> None:
     """Made with the schema.sql the first release shipped, then served by this one."""
     old_schema = (ROOT / "tests" / "fixtures" / "schema-first-release.sql").read_text()
-    db_path = tmp_path / "authsvc.db"
+    db_path = Path(database_url)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(old_schema)
@@ -463,14 +494,15 @@ def test_an_idle_session_ends(start_server: Callable[..., GunicornServer]) -> No
     assert device.get(f"{server.url}/profile", timeout=TIMEOUT).status_code == 403
 
 
+@pytest.mark.sqlite_only
 def test_a_release_2_database_upgrades_under_gunicorn(
-    tmp_path: Path, start_server: Callable[..., GunicornServer]
+    database_url: str, start_server: Callable[..., GunicornServer]
 ) -> None:
     """A file the previous release made (tests/fixtures/README.md), served by this one."""
     import json
 
     fixtures = ROOT / "tests" / "fixtures"
-    (tmp_path / "authsvc.db").write_bytes((fixtures / "release-2.db").read_bytes())
+    Path(database_url).write_bytes((fixtures / "release-2.db").read_bytes())
     secrets = json.loads((fixtures / "release-2.json").read_text())
     server = start_server()
     url = server.url
@@ -496,7 +528,7 @@ def test_a_release_2_database_upgrades_under_gunicorn(
         timeout=TIMEOUT,
     ).json()["sessions"]
     assert len(listed) == 2
-    conn = sqlite3.connect(tmp_path / "authsvc.db")
+    conn = sqlite3.connect(database_url)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 5
     conn.close()

@@ -6,10 +6,15 @@ Each test checks the status, the Content-Type, the JSON body and the headers tha
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from conftest import AuthActions, FakeClock, assert_error, assert_json, client_for
+from conftest import (
+    AuthActions,
+    FakeClock,
+    assert_error,
+    assert_json,
+    client_for,
+    write_lock_held,
+)
 from werkzeug.test import Client, TestResponse
 
 import store
@@ -341,13 +346,8 @@ def test_a_busy_database_is_503_not_500(
 ) -> None:
     monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.05)
     client.application.app.auth.close()  # reconnect with the short timeout
-    holder = sqlite3.connect(config.db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # e.g. a long bulk load in another process
-    try:
+    with write_lock_held(config.db):  # e.g. a long bulk load in another process
         response = actions.register()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert_json(
         response, 503, {"message": "the service is busy; try again in a moment"}
     )

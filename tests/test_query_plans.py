@@ -13,6 +13,9 @@ from werkzeug.test import Client
 
 from authsvc import Auth
 
+# EXPLAIN QUERY PLAN is SQLite's; PostgreSQL's planner picks by table statistics.
+pytestmark = pytest.mark.sqlite_only
+
 EMAIL = "bob@example.com"
 
 

@@ -9,7 +9,6 @@ throttle count, the audit trail of a real server and the schema upgrade in test_
 from __future__ import annotations
 
 import logging
-import sqlite3
 import statistics
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from conftest import AuthActions, FakeClock, client_for
+from conftest import AuthActions, FakeClock, client_for, query
 from werkzeug.test import Client
 
 import authsvc
@@ -28,15 +27,12 @@ PASSWORD = "s3cret pw"
 WRONG = "not the password"
 
 
-def stored_hash(path: str, email: str = EMAIL) -> str:
-    """The hashed_password column of `email`, read straight from the file."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(
-            "SELECT hashed_password FROM users WHERE email = ?", (email,)
-        ).fetchone()[0]
-    finally:
-        conn.close()
+def stored_hash(db: str, email: str = EMAIL) -> str:
+    """The hashed_password column of `email`, read straight from the database."""
+    ((hashed,),) = query(
+        db, "SELECT hashed_password FROM users WHERE email = ?", (email,)
+    )
+    return hashed
 
 
 # -- throttling (ASVS V2.2.1)

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FAST_ROUNDS, AuthActions, FakeClock, assert_error, assert_json
+from conftest import (
+    FAST_ROUNDS,
+    AuthActions,
+    FakeClock,
+    assert_error,
+    assert_json,
+    query,
+)
 from werkzeug.middleware.lint import LintMiddleware
 from werkzeug.test import Client
 
@@ -33,14 +40,11 @@ PASSWORD = "s3cret pw"
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
-def session_rows(path: str) -> list[dict]:
+def session_rows(db: str) -> list[dict]:
     """Every row of the sessions table, read on a connection of the test's own."""
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(row) for row in conn.execute("SELECT * FROM sessions ORDER BY id")]
-    finally:
-        conn.close()
+    columns = ", ".join(store.SESSION_COLUMNS)
+    rows = query(db, f"SELECT {columns} FROM sessions ORDER BY id")
+    return [dict(zip(store.SESSION_COLUMNS, row, strict=True)) for row in rows]
 
 
 # ----------------------------------------------------------------------------- store

@@ -416,6 +416,7 @@ def test_a_unicode_address_gets_its_mail(config: Config, clock: FakeClock) -> No
         server.controller.stop()
 
 
+@pytest.mark.sqlite_only  # counts COMMITs with sqlite3's trace callback
 def test_a_registered_and_an_unknown_address_do_the_same_work(
     mail_client: Client, smtp: SmtpServer
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import query
 from servers import GunicornServer
 
 pytestmark = pytest.mark.e2e
@@ -64,13 +65,9 @@ def chunks(body: bytes, size: int = 4096) -> bytes:
     return framed + b"0\r\n\r\n"
 
 
-def users_in(db_path: Path) -> list[str]:
-    """Every registered email, read straight from the file."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return [row[0] for row in conn.execute("SELECT email FROM users ORDER BY id")]
-    finally:
-        conn.close()
+def users_in(db: Path | str) -> list[str]:
+    """Every registered email, read straight from the database."""
+    return [email for (email,) in query(str(db), "SELECT email FROM users ORDER BY id")]
 
 
 @pytest.mark.parametrize("content_type", list(CONTENT_TYPES))
@@ -151,13 +148,14 @@ def test_slow_bodies_do_not_hold_the_threads(
         assert status_of(answer) == 408, answer
 
 
+@pytest.mark.sqlite_only
 def test_a_held_write_lock_does_not_stop_the_server(
-    start_server: Callable[..., GunicornServer], tmp_path: Path
+    start_server: Callable[..., GunicornServer], database_url: str
 ) -> None:
     """Workers restart (--max-requests 5) while another process holds the write lock
     for 8 s: a worker that boots must not need that lock, and the master stays up."""
     server = start_server(workers=2, threads=2, extra_args=("--max-requests", "5"))
-    holder = sqlite3.connect(tmp_path / "authsvc.db", isolation_level=None)
+    holder = sqlite3.connect(database_url, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     codes = []
     try:
