@@ -55,6 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sqlite_only: reads SQLite's own file or settings; not run on PostgreSQL",
     )
+    config.addinivalue_line(
+        "markers", "postgresql_only: several hosts on one database; not run on SQLite"
+    )
     config.addinivalue_line("filterwarnings", "error")
     config.addinivalue_line(
         "filterwarnings",
@@ -89,16 +92,18 @@ BACKENDS = ("sqlite", "postgresql")
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Run a test marked `sqlite_only` (it reads SQLite's file or settings) on SQLite only."""
-    kept = [
-        item
-        for item in items
-        if not (
-            item.get_closest_marker("sqlite_only")
-            and getattr(item, "callspec", None)
-            and item.callspec.params.get("backend") == "postgresql"
+    """Run a test marked `sqlite_only` (it reads SQLite's file or settings) on SQLite
+    only, and one marked `postgresql_only` (several hosts on one database) on PostgreSQL."""
+
+    def excluded(item: pytest.Item) -> bool:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec else None
+        return bool(
+            (item.get_closest_marker("sqlite_only") and backend == "postgresql")
+            or (item.get_closest_marker("postgresql_only") and backend == "sqlite")
         )
-    ]
+
+    kept = [item for item in items if not excluded(item)]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
