@@ -6,6 +6,7 @@ this file, and every SQL statement is in store.py. Run it with
 
     gunicorn authsvc:app      # production (see README.md for workers and threads)
     python authsvc.py         # development server on http://127.0.0.1:5000
+    python authsvc.py --help  # the operator's commands (admin.py)
 
 Layout, top to bottom: configuration, errors, password and token helpers, reset-token
 mail, `Auth` (the logic the course asks for), request helpers, responses, the URL map,
@@ -1483,11 +1484,28 @@ def create_app(config: Config | None = None) -> AuthApp:
     return AuthApp(Auth(config), config)
 
 
-app = create_app()
+def __getattr__(name: str) -> AuthApp:
+    """`authsvc.app`, built from the environment on first access (PEP 562).
+
+    gunicorn's `authsvc:app` looks the name up with getattr, so the app is made when the
+    server loads it (in the master with --preload, else in each worker), exactly as a
+    module-level `app = create_app()` would. Importing authsvc for its parts (the admin
+    commands, the tests) builds nothing and opens no database.
+    """
+    if name == "app":
+        globals()["app"] = built = create_app()
+        return built
+    raise AttributeError(f"module 'authsvc' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 1:  # an operator's command: admin.py
+        import admin
+
+        sys.exit(admin.main(sys.argv[1:]))
     from werkzeug.serving import run_simple
 
     # 127.0.0.1, not 0.0.0.0: a development server should not be reachable from the network.
-    run_simple("127.0.0.1", 5000, app, threaded=True)
+    run_simple("127.0.0.1", 5000, create_app(), threaded=True)

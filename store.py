@@ -57,6 +57,11 @@ BUSY_TIMEOUT_SECONDS = 5.0
 # never hang.
 CONNECT_TIMEOUT_SECONDS = 3
 STATEMENT_TIMEOUT_SECONDS = 5.0
+# PostgreSQL only: how long the pool keeps retrying, with a growing back-off, to open a
+# connection the server refuses. After that it stops, and the next request that needs a
+# connection starts a new attempt at once: so when the server is back, every worker
+# connects within a few seconds, however long the outage was.
+RECONNECT_SECONDS = 3.0
 # How long a starting worker waits for a write lock it needs to upgrade the schema, or
 # for a PostgreSQL server that does not answer yet.
 BOOT_WAIT_SECONDS = 120.0
@@ -164,6 +169,12 @@ _SELECT_SESSION_AND_USER = (
     "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
 )
 
+# What `copy_into` copies, in an order that keeps foreign keys satisfied.
+COPIED_TABLES: dict[str, tuple[str, ...]] = {
+    "users": USER_COLUMNS,
+    "sessions": SESSION_COLUMNS,
+}
+
 # The tables that count attempts per email within a window, all of one shape
 # (login_attempts, migration 2; reset_attempts, migration 4).
 ATTEMPT_TABLES = ("login_attempts", "reset_attempts")
@@ -256,6 +267,10 @@ class SqliteDialect:
         """Nothing: the write transaction already excludes every other writer."""
 
     @staticmethod
+    def after_copy(conn: Any, table: str) -> None:
+        """Nothing: an INTEGER PRIMARY KEY continues after the largest id by itself."""
+
+    @staticmethod
     def translate(error: Exception) -> Exception | None:
         """The store's error for a driver error, or None when it is none of ours."""
         if isinstance(error, sqlite3.IntegrityError):
@@ -320,6 +335,15 @@ class PostgresDialect:
     def lock_migrations(cls, conn: Any) -> None:
         """Queue behind any other host migrating (released at the transaction's end)."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (cls.MIGRATION_LOCK_KEY,))
+
+    @staticmethod
+    def after_copy(conn: Any, table: str) -> None:
+        """Move the table's identity sequence past the ids copied in, so the next insert
+        does not collide with them. `table` is one of COPIED_TABLES."""
+        conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+            f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+        )
 
     @staticmethod
     def translate(error: Exception) -> Exception | None:
@@ -446,6 +470,11 @@ def close_all_pools() -> None:
         _ALL_POSTGRES_CONNECTIONS.pop().close()
 
 
+def _log_reconnect_failed(pool: Any) -> None:
+    """psycopg_pool gave up a reconnection chain: say so once (the next request retries)."""
+    logger.warning("PostgreSQL refused connections for %.0f s", RECONNECT_SECONDS)
+
+
 class PostgresConnections:
     """A psycopg_pool pool per process, opened on first use.
 
@@ -475,6 +504,8 @@ class PostgresConnections:
                     kwargs={**_postgres_settings(), "row_factory": dict_row},
                     check=ConnectionPool.check_connection,
                     timeout=CONNECT_TIMEOUT_SECONDS + 2,
+                    reconnect_timeout=RECONNECT_SECONDS,
+                    reconnect_failed=_log_reconnect_failed,
                     open=False,
                     name="authsvc",
                 )
@@ -1104,3 +1135,52 @@ class Store:
         except DuplicateEmail:
             raise DuplicateEmail("one of the emails is already registered") from None
         return cursor.rowcount
+
+    # -- moving to another database (python authsvc.py copy-db)
+
+    def is_empty(self) -> bool:
+        """True when no table of this database holds a row (users, sessions, counters)."""
+        with self._conn() as conn:
+            return not any(
+                self._execute(conn, f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+                for table in (*COPIED_TABLES, *ATTEMPT_TABLES)
+            )
+
+    def count_rows(self) -> dict[str, int]:
+        """How many rows each copied table holds."""
+        with self._conn() as conn:
+            return {
+                table: self._execute(
+                    conn, f"SELECT COUNT(*) AS n FROM {table}"
+                ).fetchall()[0]["n"]
+                for table in COPIED_TABLES
+            }
+
+    def copy_into(self, target: Store, batch: int = 1000) -> dict[str, int]:
+        """Copy every user (with pending reset tokens) and session into `target`.
+
+        Rows keep their ids, so sessions keep pointing at their users and every session
+        id and reset token in use keeps working. One transaction on the target: a failure
+        leaves it as empty as it was. Rows stream through in batches, so a million users
+        never sit in memory. Throttle counters are not copied (they last minutes). The
+        caller checks that the target is empty first. Returns the rows copied per table.
+        """
+        copied = {}
+        with target.transaction(), target._conn() as out:
+            for table, columns in COPIED_TABLES.items():
+                names = ", ".join(columns)
+                insert = target.dialect.sql(
+                    f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
+                )
+                copied[table] = 0
+                with self._conn() as source:
+                    cursor = self._execute(
+                        source, f"SELECT {names} FROM {table} ORDER BY id"
+                    )
+                    while rows := cursor.fetchmany(batch):
+                        out.cursor().executemany(
+                            insert, [tuple(row[c] for c in columns) for row in rows]
+                        )
+                        copied[table] += len(rows)
+                target.dialect.after_copy(out, table)
+        return copied
