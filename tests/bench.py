@@ -40,12 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 _WORK = Path(tempfile.mkdtemp(prefix="authsvc-bench-"))
-os.environ["AUTHSVC_DB"] = str(
-    _WORK / "authsvc.db"
-)  # importing authsvc builds an app on it
+# Should anything touch authsvc.app, it is built from the environment: on a scratch file.
+os.environ["AUTHSVC_DB"] = str(_WORK / "scratch.db")
 
+import pgserver
 from servers import GunicornServer, start_gunicorn
 
+import store as store_module
 from authsvc import Auth, Config
 from store import Store
 
@@ -194,14 +195,32 @@ def seed(store: Store, start: int, stop: int, hashed_password: str) -> float:
     return time.perf_counter() - began
 
 
-def bytes_per_user(db_path: Path, users: int) -> float:
-    """The database file's size per user, after a checkpoint folds the WAL into it."""
-    conn = sqlite3.connect(db_path)
+def bytes_per_user(db: str, users: int) -> float:
+    """The database's size per user: the SQLite file after a checkpoint folds the WAL
+    into it, or PostgreSQL's pg_database_size."""
+    if db.startswith("postgresql://"):
+        ((size,),) = rows_of(db, "SELECT pg_database_size(current_database())")
+        return size / users
+    conn = sqlite3.connect(db)
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    return db_path.stat().st_size / users
+    return Path(db).stat().st_size / users
+
+
+def rows_of(db: str, sql: str) -> list[tuple]:
+    """The rows of one statement, on a connection of our own (SQLite or PostgreSQL)."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(row) for row in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
 
 
 def peak_rss_mib(server: GunicornServer) -> list[float]:
@@ -254,7 +273,9 @@ def login_storm(
     }
 
 
-def start_servers(args: argparse.Namespace) -> tuple[GunicornServer, GunicornServer]:
+def start_servers(
+    args: argparse.Namespace, db: str
+) -> tuple[GunicornServer, GunicornServer]:
     """authsvc and the hello-world app, under the same gunicorn settings."""
     options = {
         "workers": args.workers,
@@ -262,9 +283,7 @@ def start_servers(args: argparse.Namespace) -> tuple[GunicornServer, GunicornSer
         "extra_args": ("--worker-class", args.worker_class),
     }
     env = {"AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds)}
-    authsvc = start_gunicorn(
-        _WORK / "authsvc.db", _WORK / "authsvc.log", env=env, **options
-    )
+    authsvc = start_gunicorn(db, _WORK / "authsvc.log", env=env, **options)
     hello = start_gunicorn(
         _WORK / "unused.db",
         _WORK / "hello.log",
@@ -287,13 +306,9 @@ def scale_probe(
     }
 
 
-def session_uses(db_path: Path) -> dict[int, float]:
+def session_uses(db: str) -> dict[int, float]:
     """Each session row's recorded last use, by row id (read on a connection of our own)."""
-    conn = sqlite3.connect(db_path)
-    try:
-        return dict(conn.execute("SELECT id, last_used_at FROM sessions"))
-    finally:
-        conn.close()
+    return dict(rows_of(db, "SELECT id, last_used_at FROM sessions"))
 
 
 def measure(
@@ -307,7 +322,7 @@ def measure(
     for server in (hello, authsvc):  # the first seconds of load run slow: not measured
         run_wrk(server, scripts["profile"], 2, args.connections)
     for name in ("root", "profile"):
-        uses_before, started = session_uses(authsvc.db_path), time.monotonic()
+        uses_before, started = session_uses(str(authsvc.db_path)), time.monotonic()
         pair = side_by_side({"hello": hello, "authsvc": authsvc}, scripts[name], args)
         results[f"hello {name}"], results[f"authsvc {name}"] = (
             pair["hello"],
@@ -316,7 +331,7 @@ def measure(
         if name == "profile":
             # Each GET /profile may record its session's use, at most once a minute per
             # session (the runs here are shorter): a changed row is one write.
-            uses_after = session_uses(authsvc.db_path)
+            uses_after = session_uses(str(authsvc.db_path))
             results["authsvc profile"]["use_writes"] = sum(
                 uses_after.get(row) != used for row, used in uses_before.items()
             )
@@ -367,13 +382,30 @@ def main() -> None:
     )
     parser.add_argument("--bcrypt-rounds", type=int, default=Config.bcrypt_rounds)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run authsvc on a throw-away PostgreSQL server (durable settings) instead of SQLite",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     if args.users < PROFILE_USERS + LOGIN_USERS:
         sys.exit(f"--users must be at least {PROFILE_USERS + LOGIN_USERS}")
 
-    config = Config(db=str(_WORK / "authsvc.db"), bcrypt_rounds=args.bcrypt_rounds)
+    postgres = pgserver.start_postgres(durable=True) if args.postgres else None
+    db = postgres.url() if postgres else str(_WORK / "authsvc.db")
+    try:
+        run(args, db)
+    finally:
+        store_module.close_all_pools()
+        if postgres:
+            postgres.remove()
+
+
+def run(args: argparse.Namespace, db: str) -> None:
+    """Seed the database `db`, run every scenario, print the table, write --json."""
+    config = Config(db=db, bcrypt_rounds=args.bcrypt_rounds)
     auth = Auth(config)  # applies the schema; creates the profile sessions below
     store = Store(config.db)
     hashed = bcrypt.hashpw(
@@ -387,7 +419,7 @@ def main() -> None:
     scripts = write_scripts(_WORK, cookies, login_emails)
     seconds_per_check, limit = bcrypt_limit(args.bcrypt_rounds)
 
-    authsvc, hello = start_servers(args)
+    authsvc, hello = start_servers(args, db)
     try:
         results = measure(args, authsvc, hello, scripts)
         scale = {}
@@ -438,6 +470,7 @@ def main() -> None:
             ] = big["p50_ms"] / small["p50_ms"]
     report = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "database": "PostgreSQL" if db.startswith("postgresql://") else "SQLite",
         "settings": {key: value for key, value in vars(args).items() if key != "json"},
         "bcrypt": {"seconds_per_checkpw": seconds_per_check, "limit_per_second": limit},
         "scenarios": results,
@@ -446,9 +479,7 @@ def main() -> None:
         "peak_rss_mib_per_worker": rss,
         "server_log_errors": log_errors,
         "seeding": seeding,
-        "bytes_per_user": bytes_per_user(
-            _WORK / "authsvc.db", max(args.users, args.scale_users)
-        ),
+        "bytes_per_user": bytes_per_user(db, max(args.users, args.scale_users)),
     }
     print_report(report)
     if args.json:
@@ -462,7 +493,8 @@ def print_report(report: dict) -> None:
     print(
         f"\nauthsvc benchmark: {report['machine']['cores']} cores, Python {report['machine']['python']}, "
         f"gunicorn {settings['workers']} workers x {settings['threads']} threads ({settings['worker_class']}), "
-        f"bcrypt cost {settings['bcrypt_rounds']}, {settings['users']} users, wrk on 127.0.0.1\n"
+        f"bcrypt cost {settings['bcrypt_rounds']}, {settings['users']} users, "
+        f"{report['database']}, wrk on 127.0.0.1\n"
     )
     print(
         f"{'scenario':42} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>6} {'CPU us/req':>10}"

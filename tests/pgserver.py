@@ -96,8 +96,11 @@ class PostgresServer:
         shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(durable: bool = False) -> PostgresServer:
     """initdb a temporary cluster and start it on a free 127.0.0.1 port.
+
+    For tests, durability is off (no fsync: nothing here must survive a power cut);
+    `durable` keeps PostgreSQL's defaults, for the benchmark.
 
     Raises FileNotFoundError with INSTALL_HINT when PostgreSQL is not installed.
     """
@@ -122,11 +125,12 @@ def start_postgres() -> PostgresServer:
     with open(data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
         conf.write(
             f"listen_addresses = '127.0.0.1'\nport = {server.port}\n"
-            f"unix_socket_directories = '{base}'\n"
-            # A throw-away cluster: durability settings cost test time for nothing.
-            "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-            "max_connections = 200\n"
+            f"unix_socket_directories = '{base}'\nmax_connections = 200\n"
         )
+        if not durable:  # a throw-away cluster: durability costs test time for nothing
+            conf.write(
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
     deadline = time.monotonic() + 30
     while True:
         try:
