@@ -133,10 +133,10 @@ def test_a_throttled_attempt_checks_no_password(
 # -- equal-time logins
 
 
-def test_an_unknown_email_does_the_same_bcrypt_work(
-    auth: Auth, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    auth.register_user(EMAIL, PASSWORD)
+@pytest.fixture
+def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every hash bcrypt.checkpw is asked to check during the test, in order (the real
+    check still runs)."""
     checked: list[bytes] = []
     real_checkpw = bcrypt.checkpw
     monkeypatch.setattr(
@@ -144,6 +144,14 @@ def test_an_unknown_email_does_the_same_bcrypt_work(
         "checkpw",
         lambda pw, hashed: checked.append(hashed) or real_checkpw(pw, hashed),
     )
+    return checked
+
+
+def test_an_unknown_email_does_the_same_bcrypt_work(
+    auth: Auth, bcrypt_checks: list[bytes]
+) -> None:
+    auth.register_user(EMAIL, PASSWORD)
+    checked = bcrypt_checks
     assert auth.valid_login("nobody@example.com", PASSWORD) is False
     assert auth.valid_login(EMAIL, WRONG) is False
     dummy, real = checked
@@ -151,7 +159,7 @@ def test_an_unknown_email_does_the_same_bcrypt_work(
 
 
 def test_a_wrong_password_for_an_older_hash_costs_the_configured_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, bcrypt_checks: list[bytes]
 ) -> None:
     """A hash stored at cost 4 under a server at cost 6: a failed check also runs one at
     cost 6, so an old account fails as slowly as any other (and as an unknown email)."""
@@ -159,35 +167,21 @@ def test_a_wrong_password_for_an_older_hash_costs_the_configured_time(
     auth._db.add_user(
         EMAIL, bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     )
-    checked: list[int] = []
-    real_checkpw = bcrypt.checkpw
-    monkeypatch.setattr(
-        authsvc.bcrypt,
-        "checkpw",
-        lambda pw, hashed: (
-            checked.append(_bcrypt_cost(hashed.decode())) or real_checkpw(pw, hashed)
-        ),
-    )
+    checked = bcrypt_checks
     assert auth.valid_login(EMAIL, WRONG) is False
-    assert max(checked) == 6
+    assert max(_bcrypt_cost(hashed.decode()) for hashed in checked) == 6
     checked.clear()
     assert auth.valid_login("nobody@example.com", WRONG) is False
-    assert checked == [6]
+    assert [_bcrypt_cost(hashed.decode()) for hashed in checked] == [6]
 
 
 def test_a_password_with_a_nul_is_a_failed_login_in_the_same_time(
-    auth: Auth, monkeypatch: pytest.MonkeyPatch
+    auth: Auth, bcrypt_checks: list[bytes]
 ) -> None:
     """bcrypt stops at NUL, so "Secret" would accept "Secret\0Secret": refused, after
     the same bcrypt work as any refusal."""
     auth.register_user(EMAIL, PASSWORD)
-    checked: list[bytes] = []
-    real_checkpw = bcrypt.checkpw
-    monkeypatch.setattr(
-        authsvc.bcrypt,
-        "checkpw",
-        lambda pw, hashed: checked.append(hashed) or real_checkpw(pw, hashed),
-    )
+    checked = bcrypt_checks
     assert auth.valid_login(EMAIL, PASSWORD + "\0" + PASSWORD) is False
     assert auth.valid_login(EMAIL, PASSWORD + "\0") is False
     assert len(checked) == 2
