@@ -470,6 +470,28 @@ def close_all_pools() -> None:
         _ALL_POSTGRES_CONNECTIONS.pop().close()
 
 
+# PostgreSQL only: a pooled connection idle for longer than this is tested (one round
+# trip) before a request gets it; one returned more recently was just proven to work.
+IDLE_CHECK_SECONDS = 1.0
+
+
+def _mark_returned(conn: Any) -> None:
+    """psycopg_pool's `reset` hook: note when the connection came back to the pool."""
+    conn.authsvc_returned_at = time.monotonic()
+
+
+def _check_if_idle(conn: Any) -> None:
+    """psycopg_pool's `check` hook: test a connection that sat idle (the server may have
+    restarted meanwhile); raising makes the pool drop it and hand out another."""
+    from psycopg_pool import ConnectionPool
+
+    if (
+        time.monotonic() - getattr(conn, "authsvc_returned_at", 0.0)
+        > IDLE_CHECK_SECONDS
+    ):
+        ConnectionPool.check_connection(conn)
+
+
 def _log_reconnect_failed(pool: Any) -> None:
     """psycopg_pool gave up a reconnection chain: say so once (the next request retries)."""
     logger.warning("PostgreSQL refused connections for %.0f s", RECONNECT_SECONDS)
@@ -478,8 +500,9 @@ def _log_reconnect_failed(pool: Any) -> None:
 class PostgresConnections:
     """A psycopg_pool pool per process, opened on first use.
 
-    `check` tests each connection before handing it out, so after the server restarted
-    the first request gets a fresh connection rather than a dead one (and a 503).
+    A connection that sat idle is tested before it is handed out, so after the server
+    restarted a request gets a fresh connection rather than a dead one (and a 503);
+    one in steady use is not, which spares a round trip per request.
     """
 
     def __init__(self, url: str, size: int) -> None:
@@ -502,7 +525,8 @@ class PostgresConnections:
                     min_size=1,
                     max_size=self.size,
                     kwargs={**_postgres_settings(), "row_factory": dict_row},
-                    check=ConnectionPool.check_connection,
+                    check=_check_if_idle,
+                    reset=_mark_returned,
                     timeout=CONNECT_TIMEOUT_SECONDS + 2,
                     reconnect_timeout=RECONNECT_SECONDS,
                     reconnect_failed=_log_reconnect_failed,

@@ -311,6 +311,56 @@ def session_uses(db: str) -> dict[int, float]:
     return dict(rows_of(db, "SELECT id, last_used_at FROM sessions"))
 
 
+def on_every_host(
+    hosts: list[GunicornServer], script: Path, duration: float, connections: int
+) -> dict[str, float]:
+    """wrk against every host at once (`connections` each); the figures added up: the
+    requests/s of all hosts, the worst p50 and p99, and the errors of all."""
+    runs = [
+        subprocess.Popen(
+            wrk_command(host.url, script, duration, connections),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host in hosts
+    ]
+    figures = [parse_wrk(run.communicate(timeout=duration + 60)[0]) for run in runs]
+    return {
+        "rps": sum(f["rps"] for f in figures),
+        "p50_ms": max(f["p50_ms"] for f in figures),
+        "p99_ms": max(f["p99_ms"] for f in figures),
+        "errors": sum(f["errors"] for f in figures),
+        "requests": sum(f["requests"] for f in figures),
+    }
+
+
+def two_hosts(
+    args: argparse.Namespace, first: GunicornServer, db: str, scripts: dict
+) -> dict[str, dict]:
+    """A second authsvc server on the same database, and the profile and login loads on
+    both at once (each host gets the connections one host gets alone)."""
+    options = {
+        "workers": args.workers,
+        "threads": args.threads,
+        "extra_args": ("--worker-class", args.worker_class),
+    }
+    env = {"AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds)}
+    second = start_gunicorn(db, _WORK / "authsvc-2.log", env=env, **options)
+    try:
+        hosts = [first, second]
+        return {
+            "2 hosts profile": on_every_host(
+                hosts, scripts["profile"], args.duration, args.connections
+            ),
+            "2 hosts login": on_every_host(
+                hosts, scripts["login"], args.bcrypt_duration, args.login_connections
+            ),
+        }
+    finally:
+        second.stop()
+
+
 def measure(
     args: argparse.Namespace,
     authsvc: GunicornServer,
@@ -383,6 +433,13 @@ def main() -> None:
     parser.add_argument("--bcrypt-rounds", type=int, default=Config.bcrypt_rounds)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
+        "--hosts",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: also run profile and login loads on two authsvc servers on one database (--postgres)",
+    )
+    parser.add_argument(
         "--postgres",
         action="store_true",
         help="run authsvc on a throw-away PostgreSQL server (durable settings) instead of SQLite",
@@ -393,6 +450,8 @@ def main() -> None:
     if args.users < PROFILE_USERS + LOGIN_USERS:
         sys.exit(f"--users must be at least {PROFILE_USERS + LOGIN_USERS}")
 
+    if args.hosts == 2 and not args.postgres:
+        sys.exit("--hosts 2 needs --postgres: two hosts cannot share a SQLite file")
     postgres = pgserver.start_postgres(durable=True) if args.postgres else None
     db = postgres.url() if postgres else str(_WORK / "authsvc.db")
     try:
@@ -422,6 +481,8 @@ def run(args: argparse.Namespace, db: str) -> None:
     authsvc, hello = start_servers(args, db)
     try:
         results = measure(args, authsvc, hello, scripts)
+        if args.hosts == 2:
+            results.update(two_hosts(args, authsvc, db, scripts))
         scale = {}
         if args.scale_users > args.users:
             scale[args.users] = scale_probe(authsvc, scripts, args.duration)
