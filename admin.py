@@ -1,7 +1,8 @@
 """The operator's commands: `python authsvc.py <command>` (no command: the development server).
 
 Off the request path, so they live here rather than in authsvc.py, which imports this
-module only when it is run with a command. Each command reads the same AUTHSVC_*
+module only when it is run with a command. It imports authsvc's parts (Config,
+open_store), never its app (built only on first access). Each command reads the same AUTHSVC_*
 configuration as the server where it needs one, prints what it did on stdout, and on
 failure exits non-zero with one line on stderr.
 
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import store
+from authsvc import Config, ConfigError, open_store
 from store import Store
 
 
@@ -26,9 +28,8 @@ class CommandFailed(Exception):
 
 def cmd_migrate(args: argparse.Namespace) -> str:
     """Apply the schema to AUTHSVC_DB (as every server start does) and say where it is."""
-    db = os.environ.get("AUTHSVC_DB", "authsvc.db").strip()
-    target = Store(db)
-    target.initialize()
+    config = Config.from_env(os.environ)
+    target = open_store(config.db, config.db_pool_size)
     return f"schema at version {target.schema_version()} ({target.dialect.name})"
 
 
@@ -84,7 +85,12 @@ def main(argv: Sequence[str]) -> int:
     run, _ = COMMANDS[args.command]
     try:
         print(run(args))
-    except (CommandFailed, store.DatabaseUnusable, store.SchemaTooNew) as error:
+    except (
+        CommandFailed,
+        ConfigError,
+        store.DatabaseUnusable,
+        store.SchemaTooNew,
+    ) as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return 1
     except (store.DatabaseBusy, store.DatabaseUnavailable) as error:

@@ -1219,7 +1219,7 @@ class AuthApp:
             request.remote_addr or "-",
         )
 
-    def read_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
+    def body_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""
         return read_fields(
             request, read_body(request, self.config.body_timeout), *names
@@ -1233,7 +1233,7 @@ class AuthApp:
 
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""
-        fields = self.read_fields(request, "email", "password")
+        fields = self.body_fields(request, "email", "password")
         email = new_email(fields["email"])
         password = new_password("password", fields["password"])
         try:
@@ -1246,7 +1246,7 @@ class AuthApp:
 
     def on_login(self, request: ApiRequest) -> Response:
         """POST /sessions: check the password and hand out a new session cookie."""
-        fields = self.read_fields(request, "email", "password")
+        fields = self.body_fields(request, "email", "password")
         email = lookup_email(fields["email"])
         password = valid_password("password", fields["password"])
         user_agent, ip = device_of(request)
@@ -1360,7 +1360,7 @@ class AuthApp:
 
     def on_reset_token(self, request: ApiRequest) -> Response:
         """POST /reset_password: issue a reset token, in the response or by mail."""
-        email = lookup_email(self.read_fields(request, "email")["email"])
+        email = lookup_email(self.body_fields(request, "email")["email"])
         if self.config.reset_delivery == "smtp":
             return self._mail_reset_token(request, email)
         try:
@@ -1384,7 +1384,7 @@ class AuthApp:
 
     def on_update_password(self, request: ApiRequest) -> Response:
         """PUT /reset_password: set a new password with a reset token."""
-        fields = self.read_fields(request, "email", "reset_token", "new_password")
+        fields = self.body_fields(request, "email", "reset_token", "new_password")
         email = lookup_email(fields["email"])
         reset_token = valid_token(fields["reset_token"])
         password = new_password("new_password", fields["new_password"])

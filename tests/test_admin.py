@@ -110,3 +110,11 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     result = run_command("frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_migrate_names_authsvc_db_when_it_cannot_serve() -> None:
+    result = run_command("migrate", db="/nonexistent/dir/a.db")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "migrate: AUTHSVC_DB='/nonexistent/dir/a.db' cannot be used"
+    )
