@@ -467,6 +467,10 @@ def open_store(path: str, pool_size: int = Config.db_pool_size) -> Store:
     return store
 
 
+# GET /health waits this long for the database, so a load balancer learns within a
+# second that this host cannot serve.
+HEALTH_TIMEOUT_SECONDS = 1.0
+
 # A session's public id as `_start_session` makes it: 32 hexadecimal digits.
 PUBLIC_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 
@@ -509,6 +513,10 @@ class Auth:
     def close(self) -> None:
         """Close this thread's database connection (the next call opens a new one)."""
         self._db.close()
+
+    def database_answers(self) -> bool:
+        """True when the database answers a trivial query within HEALTH_TIMEOUT_SECONDS."""
+        return self._db.answers(HEALTH_TIMEOUT_SECONDS)
 
     # -- registration and login
 
@@ -1154,6 +1162,7 @@ def email_hash(email: str) -> str:
 URL_MAP = Map(
     [
         Rule("/", methods=["GET"], endpoint="index"),
+        Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/users", methods=["POST"], endpoint="register"),
         Rule("/sessions", methods=["POST"], endpoint="login"),
         Rule("/sessions", methods=["DELETE"], endpoint="logout"),
@@ -1174,7 +1183,12 @@ URL_MAP = Map(
 COOKIE_ENDPOINTS = frozenset(
     {"logout", "profile", "list_sessions", "end_session", "end_other_sessions"}
 )
-NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {"login", "reset_token", "update_password"}
+NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
+    "login",
+    "reset_token",
+    "update_password",
+    "health",  # a stale "ok" from a cache would hide an outage from the load balancer
+}
 
 
 # =============================================================================================
@@ -1230,6 +1244,13 @@ class AuthApp:
     def on_index(self, request: ApiRequest) -> Response:
         """GET /: a greeting, to show the service is up."""
         return json_response({"message": "Bienvenue"})
+
+    def on_health(self, request: ApiRequest) -> Response:
+        """GET /health: readiness for a load balancer: can this host reach its database?"""
+        if self.auth.database_answers():
+            return json_response({"status": "ok"})
+        # 503: take this host out of rotation until it answers 200 again.
+        return json_response({"status": "unavailable"}, 503)
 
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""

@@ -436,9 +436,10 @@ class SqliteConnections:
         self._local = threading.local()
 
     @contextmanager
-    def borrow(self) -> Iterator[sqlite3.Connection]:
+    def borrow(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """This thread's connection (opened now if it has none, or if it was opened in
-        another process before a fork)."""
+        another process before a fork). `timeout` is for PostgreSQL's pool: a local
+        file needs no waiting."""
         yield self.thread_connection()
 
     def thread_connection(self) -> sqlite3.Connection:
@@ -539,9 +540,10 @@ class PostgresConnections:
             return self._pool
 
     @contextmanager
-    def borrow(self) -> Iterator[Any]:
-        """A connection from the pool, given back at the end of the block."""
-        with self._pool_of_this_process().connection() as conn:
+    def borrow(self, timeout: float | None = None) -> Iterator[Any]:
+        """A connection from the pool, given back at the end of the block; wait at most
+        `timeout` seconds for one (the pool's own timeout when None)."""
+        with self._pool_of_this_process().connection(timeout=timeout) as conn:
             yield conn
 
     def close(self) -> None:
@@ -761,6 +763,21 @@ class Store:
                 "logs in only with its exact spelling (README, 'Known limits')",
                 row["shared"],
             )
+
+    def answers(self, timeout: float) -> bool:
+        """True when a trivial query answers within about `timeout` seconds (GET /health).
+
+        A connection is waited for at most `timeout`; on SQLite the query is a read,
+        which WAL mode never makes wait for a writer.
+        """
+        try:
+            with self._connections.borrow(timeout=timeout) as conn:
+                self._execute(conn, "SELECT 1").fetchall()
+        except Exception as error:
+            if self.dialect.translate(error) is None:
+                raise
+            return False
+        return True
 
     def schema_version(self) -> int:
         """The number of the last migration applied to the database."""

@@ -156,8 +156,8 @@ def test_the_database_going_away_is_503_and_the_hosts_recover(
     start_gunicorn_on: Callable[[str], GunicornServer],
 ) -> None:
     """PostgreSQL stopped mid-run: requests that need it get 503 JSON within seconds,
-    the rest still works, and once it is back the hosts recover with no restart (the
-    pool reconnects with a back-off, so that takes seconds)."""
+    GET /health says "unavailable" (503) within a second or two, GET / still answers,
+    and once the database is back every worker answers again with no restart."""
     url = own_postgres.url("postgres")
     a, b = start_gunicorn_on(url), start_gunicorn_on(url)
     hosts = (a, b)
@@ -178,6 +178,13 @@ def test_the_database_going_away_is_503_and_the_hosts_recover(
             }
             assert requests.get(f"{host.url}/", timeout=TIMEOUT).status_code == 200
             assert log_in(host.url, "outage@example.com").status_code == 503
+            started = time.monotonic()
+            health = requests.get(f"{host.url}/health", timeout=TIMEOUT)
+            assert (health.status_code, health.json()) == (
+                503,
+                {"status": "unavailable"},
+            )
+            assert time.monotonic() - started < 3  # a load balancer hears it at once
     finally:
         own_postgres.start()
     back = time.monotonic()
@@ -189,6 +196,9 @@ def test_the_database_going_away_is_503_and_the_hosts_recover(
         f"\nevery worker answered again {time.monotonic() - back:.1f} s after the restart"
     )
     assert log_in(a.url, "outage@example.com").status_code == 200
+    for host in hosts:
+        health = requests.get(f"{host.url}/health", timeout=TIMEOUT)
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
     for host in hosts:
         assert "[ERROR] authsvc: unhandled" not in host.log()
         assert host.process.poll() is None

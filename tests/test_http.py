@@ -352,3 +352,18 @@ def test_a_busy_database_is_503_not_500(
         response, 503, {"message": "the service is busy; try again in a moment"}
     )
     assert actions.register().status_code == 200
+
+
+# -- GET /health
+
+
+def test_health_is_ok_when_the_database_answers(client: Client) -> None:
+    response = client.get("/health")
+    assert_json(response, 200, {"status": "ok"})
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_health_takes_only_get(client: Client) -> None:
+    response = client.post("/health")
+    assert_error(response, 405)
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == {"GET", "HEAD"}
