@@ -7,19 +7,43 @@ configuration as the server where it needs one, prints what it did on stdout, an
 failure exits non-zero with one line on stderr.
 
     python authsvc.py migrate                          # apply the schema, print its version
+    python authsvc.py purge                            # delete what has ended (cron)
+    python authsvc.py create-user bob@example.com      # password from a prompt or stdin
+    python authsvc.py set-password bob@example.com     # ends the user's sessions
+    python authsvc.py end-sessions bob@example.com
+    python authsvc.py users --list
     python authsvc.py copy-db authsvc.db postgresql://authsvc@db.internal/authsvc
+
+Passwords are read with getpass from a terminal, or as one line from stdin when it is a
+pipe: never from the command line, where `ps` and shell history would keep them. Every
+command that changes something writes the audit line the HTTP routes write, with
+`client=cli`.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
 
+from werkzeug.exceptions import BadRequest
+
 import store
-from authsvc import Config, ConfigError, open_store
-from store import Store
+from authsvc import (
+    Auth,
+    Config,
+    ConfigError,
+    UnknownEmail,
+    audit,
+    configure_logging,
+    lookup_email,
+    new_email,
+    new_password,
+    open_store,
+)
+from store import DuplicateEmail, Store
 
 
 class CommandFailed(Exception):
@@ -55,8 +79,105 @@ def cmd_copy_db(args: argparse.Namespace) -> str:
     return ", ".join(f"{table}: {count}" for table, count in copied.items()) + " copied"
 
 
+def auth_from_env() -> Auth:
+    """The same Auth the server builds from AUTHSVC_*."""
+    return Auth(Config.from_env(os.environ))
+
+
+def read_password() -> str:
+    """A password from a prompt (asked twice) on a terminal, else one line of stdin."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise CommandFailed("the two passwords differ")
+        return password
+    return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+
+
+def required(name: str, value: str) -> str:
+    """`value`, or the 400 POST /users gives a blank field, as a CommandFailed."""
+    if not value.strip():
+        raise CommandFailed(f"{name} is required")
+    return value
+
+
+def checked(check: Callable[..., str], *args: str) -> str:
+    """`check(*args)` from authsvc's request validation, its 400 as a CommandFailed."""
+    try:
+        return check(*args)
+    except BadRequest as refused:
+        raise CommandFailed(str(refused.description)) from None
+
+
+def cmd_purge(args: argparse.Namespace) -> str:
+    """Delete ended sessions, expired reset tokens and ended throttle windows."""
+    counts = auth_from_env().purge()
+    return ", ".join(f"{kind}: {count}" for kind, count in counts.items()) + " deleted"
+
+
+def cmd_create_user(args: argparse.Namespace) -> str:
+    """Register a user as POST /users does, with the same checks."""
+    email = checked(new_email, args.email)
+    password = checked(new_password, "password", required("password", read_password()))
+    try:
+        user = auth_from_env().register_user(email, password)
+    except DuplicateEmail:
+        audit("register", "duplicate", "cli", email=email)
+        raise CommandFailed("email already registered") from None
+    audit("register", "ok", "cli", user=user)
+    return f"user {user.id} created: {email}"
+
+
+def cmd_set_password(args: argparse.Namespace) -> str:
+    """Set a user's password (read from a prompt or stdin) and end their sessions."""
+    email = checked(lookup_email, args.email)
+    password = checked(new_password, "password", required("password", read_password()))
+    try:
+        user, ended = auth_from_env().set_password(email, password)
+    except UnknownEmail:
+        raise CommandFailed(f"no user has the email {email}") from None
+    audit("password_update", "ok", "cli", user=user)
+    return f"password set for user {user.id}; {ended} session(s) ended"
+
+
+def cmd_end_sessions(args: argparse.Namespace) -> str:
+    """End every session of a user (a stolen device, say)."""
+    email = checked(lookup_email, args.email)
+    auth = auth_from_env()
+    try:
+        user = auth.find_user(email)
+    except UnknownEmail:
+        raise CommandFailed(f"no user has the email {email}") from None
+    ended = auth.end_all_sessions(user.id)
+    audit("end_sessions", "ok", "cli", user=user)
+    return f"{ended} session(s) ended for user {user.id}"
+
+
+def cmd_users(args: argparse.Namespace) -> str:
+    """How many users; with --list each email and its live sessions, streamed."""
+    auth = auth_from_env()
+    if args.list:
+        for email, live in auth.users_with_live_sessions():
+            print(f"{email}\t{live}")
+    return f"{auth.count_users()} user(s)"
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
     "migrate": (cmd_migrate, "apply the schema to AUTHSVC_DB and print its version"),
+    "purge": (
+        cmd_purge,
+        "delete ended sessions, expired reset tokens, ended throttle windows",
+    ),
+    "create-user": (
+        cmd_create_user,
+        "register a user (password from a prompt or stdin)",
+    ),
+    "set-password": (
+        cmd_set_password,
+        "set a user's password (prompt or stdin) and end their sessions",
+    ),
+    "end-sessions": (cmd_end_sessions, "end every session of a user"),
+    "users": (cmd_users, "count the users; --list: each email and its live sessions"),
     "copy-db": (
         cmd_copy_db,
         "copy a SQLite database into an empty PostgreSQL database",
@@ -76,12 +197,21 @@ def parser() -> argparse.ArgumentParser:
         if name == "copy-db":
             command.add_argument("sqlite_path", metavar="SQLITE_PATH")
             command.add_argument("postgres_url", metavar="POSTGRES_URL")
+        if name in ("create-user", "set-password", "end-sessions"):
+            command.add_argument("email", metavar="EMAIL")
+        if name == "users":
+            command.add_argument(
+                "--list",
+                action="store_true",
+                help="print each email and its live sessions",
+            )
     return top
 
 
 def main(argv: Sequence[str]) -> int:
     """Run one command; its exit status (0 done, 1 failed, 2 wrong usage from argparse)."""
     args = parser().parse_args(argv)
+    configure_logging()  # the audit lines, on stderr as the server writes them
     run, _ = COMMANDS[args.command]
     try:
         print(run(args))

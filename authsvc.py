@@ -720,8 +720,58 @@ class Auth:
 
         Logging out twice, or a user that does not exist, is not an error.
         """
+        self.end_all_sessions(user_id)
+
+    def end_all_sessions(self, user_id: int) -> int:
+        """End every session of the user; how many were live."""
         now = self._clock()
-        self._db.delete_user_sessions(user_id, now, self._live_after(now))
+        return self._db.delete_user_sessions(user_id, now, self._live_after(now))
+
+    def find_user(self, email: str) -> User:
+        """The user registered with `email` (any letter case); UnknownEmail if none."""
+        try:
+            return self._db.find_user_by(email=email)
+        except UserNotFound:
+            raise UnknownEmail("no user has this email") from None
+
+    def set_password(self, email: str, password: str) -> tuple[User, int]:
+        """Set a user's password without a token (an operator's command), like a reset:
+        every session of the user ends and the failed-login count is cleared.
+
+        Returns the user and how many live sessions ended. Raises UnknownEmail,
+        InvalidPassword past 72 bytes or for a NUL character.
+        """
+        hashed = _hash_password(password, self._config.bcrypt_rounds).decode("ascii")
+        user = self.find_user(email)
+        with self._db.transaction():
+            self._db.lock_user(user.id)
+            self._db.update_user(
+                user.id, hashed_password=hashed, reset_token=None, reset_expires_at=None
+            )
+            ended = self.end_all_sessions(user.id)
+            self._db.clear_login_attempts(user.email)
+        return user, ended
+
+    def purge(self) -> dict[str, int]:
+        """Delete what has ended: sessions, reset tokens, throttle windows (`purge`)."""
+        now = self._clock()
+        return self._db.purge(
+            now,
+            self._live_after(now),
+            {
+                "login_attempts": self._config.login_window,
+                "reset_attempts": RESET_COUNT_WINDOW,
+            },
+        )
+
+    def count_users(self) -> int:
+        """How many accounts there are."""
+        return self._db.count_users()
+
+    def users_with_live_sessions(self) -> Iterator[tuple[str, int]]:
+        """(email, live sessions) of every user, in registration order, streamed."""
+        now = self._clock()
+        return self._db.iter_users_with_sessions(now, self._live_after(now))
 
     # -- password reset
 
@@ -1147,6 +1197,26 @@ def iso_utc(unix_seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def audit(
+    event: str,
+    outcome: str,
+    client: str,
+    *,
+    user: User | None = None,
+    email: str | None = None,
+) -> None:
+    """Write one audit line: event, outcome, who (user id, else an email hash), from where.
+
+    The HTTP layer passes the client's address; the admin commands pass "cli". Never a
+    password, token, hash or cookie.
+    """
+    if user is not None:
+        who = f"user={user.id}"
+    else:
+        who = f"email_hash={email_hash(email)}" if email else "user=-"
+    audit_logger.info("event=%s outcome=%s %s client=%s", event, outcome, who, client)
+
+
 def email_hash(email: str) -> str:
     """A short SHA-256 of the lower-cased email: lets the audit trail follow one address
     without writing the address itself into the logs."""
@@ -1221,17 +1291,7 @@ class AuthApp:
         Never a password, token, hash or cookie. `remote_addr` is the peer of the socket:
         behind a proxy, the proxy's address (see README.md, "Security").
         """
-        if user is not None:
-            who = f"user={user.id}"
-        else:
-            who = f"email_hash={email_hash(email)}" if email else "user=-"
-        audit_logger.info(
-            "event=%s outcome=%s %s client=%s",
-            event,
-            outcome,
-            who,
-            request.remote_addr or "-",
-        )
+        audit(event, outcome, request.remote_addr or "-", user=user, email=email)
 
     def body_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""

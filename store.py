@@ -1225,3 +1225,96 @@ class Store:
                         copied[table] += len(rows)
                 target.dialect.after_copy(out, table)
         return copied
+
+    # -- operating (python authsvc.py purge / users)
+
+    def purge(
+        self,
+        now: float,
+        live_after: float,
+        windows: dict[str, float],
+        batch: int = 1000,
+    ) -> dict[str, int]:
+        """Delete ended sessions, expired reset tokens and ended attempt windows.
+
+        In batches of `batch` rows, each its own short transaction, so a purge run from
+        cron while the server runs never holds the write lock for long. `windows` gives
+        each attempt table's window length. Returns the count per kind.
+        """
+        counts = {
+            "sessions": self._delete_in_batches(
+                "sessions",
+                "expires_at <= ? OR last_used_at <= ?",
+                (now, live_after),
+                batch,
+            ),
+            "reset_tokens": 0,
+        }
+        while True:
+            with self.transaction(), self._conn() as conn:
+                cleared = self._execute(
+                    conn,
+                    "UPDATE users SET reset_token = NULL, reset_expires_at = NULL"
+                    " WHERE id IN (SELECT id FROM users WHERE reset_token IS NOT NULL"
+                    " AND reset_expires_at <= ? LIMIT ?)",
+                    (now, batch),
+                ).rowcount
+            counts["reset_tokens"] += cleared
+            if cleared < batch:
+                break
+        for table, window in windows.items():
+            if table not in ATTEMPT_TABLES:
+                raise InvalidQuery(f"not a table of attempts: {table}")
+            counts[table] = self._delete_in_batches(
+                table, "window_started_at <= ?", (now - window,), batch, key="email"
+            )
+        return counts
+
+    def _delete_in_batches(
+        self, table: str, condition: str, params: tuple, batch: int, key: str = "id"
+    ) -> int:
+        """DELETE the rows of `table` matching `condition`, `batch` at a time; how many.
+
+        `table`, `condition` and `key` are this module's own text, never a caller's.
+        """
+        deleted = 0
+        while True:
+            with self.transaction(), self._conn() as conn:
+                count = self._execute(
+                    conn,
+                    f"DELETE FROM {table} WHERE {key} IN"
+                    f" (SELECT {key} FROM {table} WHERE {condition} LIMIT ?)",
+                    (*params, batch),
+                ).rowcount
+            deleted += count
+            if count < batch:
+                return deleted
+
+    def count_users(self) -> int:
+        """How many rows `users` holds."""
+        with self._conn() as conn:
+            return self._execute(conn, "SELECT COUNT(*) AS n FROM users").fetchall()[0][
+                "n"
+            ]
+
+    def iter_users_with_sessions(
+        self, now: float, live_after: float, batch: int = 1000
+    ) -> Iterator[tuple[str, int]]:
+        """(email, live sessions) per user, by id, `batch` users per query (keyset
+        pagination: a million users never sit in memory, on either database)."""
+        last_id = 0
+        while True:
+            with self._conn() as conn:
+                rows = self._execute(
+                    conn,
+                    "SELECT u.id, u.email, COUNT(s.id) AS live FROM users AS u"
+                    " LEFT JOIN sessions AS s ON s.user_id = u.id"
+                    " AND s.expires_at > ? AND s.last_used_at > ?"
+                    " WHERE u.id > ? GROUP BY u.id, u.email ORDER BY u.id LIMIT ?",
+                    (now, live_after, last_id, batch),
+                ).fetchall()
+            for row in rows:
+                yield row["email"], row["live"]
+            if len(rows) < batch:
+                return
+            last_id = rows[-1]["id"]

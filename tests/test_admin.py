@@ -11,10 +11,11 @@ from pathlib import Path
 import pgserver
 import pytest
 import requests
-from conftest import FAST_ROUNDS, query
+from conftest import FAST_ROUNDS, query, write_lock_held
 from servers import ROOT, GunicornServer
 
 from authsvc import Auth, Config
+from store import Store
 
 TIMEOUT = 15
 
@@ -118,3 +119,155 @@ def test_migrate_names_authsvc_db_when_it_cannot_serve() -> None:
     assert result.stderr.startswith(
         "migrate: AUTHSVC_DB='/nonexistent/dir/a.db' cannot be used"
     )
+
+
+# -- the user commands, on both backends
+
+
+def run_with_password(
+    *args: str, db: str, password: str
+) -> subprocess.CompletedProcess:
+    """A command that reads a password, given on stdin as a pipe (one line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    env |= {"AUTHSVC_DB": db, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
+    return subprocess.run(
+        [sys.executable, "authsvc.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def failure(result: subprocess.CompletedProcess) -> str:
+    """The one-line message a failed command ends stderr with (audit lines come before)."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_create_user_registers_with_the_password_from_stdin(database_url: str) -> None:
+    result = run_with_password(
+        "create-user", "Bob@Example.com", db=database_url, password="s3cret pw"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "user 1 created: Bob@Example.com"
+    assert "event=register outcome=ok user=1 client=cli" in result.stderr
+    assert "s3cret pw" not in result.stderr + result.stdout
+    auth = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
+    assert auth.valid_login("bob@example.com", "s3cret pw")
+    auth.close()
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [
+        ("not-an-email", "pw", "email is not a valid address"),
+        ("a,b@c.io", "pw", "email is not a valid address"),
+        ("ok@example.com", "p" * 73, "password must be at most 72 bytes in UTF-8"),
+        ("ok@example.com", "", "password is required"),
+        ("ok@example.com", "a\0b", "password must not contain a NUL character"),
+    ],
+)
+def test_create_user_checks_what_post_users_checks(
+    database_url: str, email: str, password: str, message: str
+) -> None:
+    Store(database_url).initialize()
+    result = run_with_password("create-user", email, db=database_url, password=password)
+    assert failure(result).startswith(f"create-user: {message}")
+    assert query(database_url, "SELECT COUNT(*) FROM users") == [(0,)]
+
+
+def test_create_user_refuses_a_taken_email(database_url: str) -> None:
+    run_with_password("create-user", "bob@example.com", db=database_url, password="pw")
+    result = run_with_password(
+        "create-user", "BOB@example.com", db=database_url, password="x"
+    )
+    assert failure(result) == "create-user: email already registered"
+
+
+def test_set_password_and_end_sessions(database_url: str) -> None:
+    auth = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
+    user = auth.register_user("bob@example.com", "old pw")
+    sessions = [auth.create_session("bob@example.com") for _ in range(3)]
+    result = run_with_password(
+        "set-password", "bob@example.com", db=database_url, password="new pw"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip() == f"password set for user {user.id}; 3 session(s) ended"
+    )
+    assert "event=password_update outcome=ok" in result.stderr
+    assert auth.valid_login("bob@example.com", "new pw")
+    assert not auth.valid_login("bob@example.com", "old pw")
+    assert [auth.get_user_from_session_id(s) for s in sessions] == [None] * 3
+    auth.create_session("bob@example.com")
+    auth.create_session("bob@example.com")
+    ended = run_command("end-sessions", "BOB@example.com", db=database_url)
+    assert ended.stdout.strip() == f"2 session(s) ended for user {user.id}"
+    assert "event=end_sessions outcome=ok" in ended.stderr
+    auth.close()
+
+
+@pytest.mark.parametrize("command", ["set-password", "end-sessions"])
+def test_an_unknown_email_fails_with_one_line(database_url: str, command: str) -> None:
+    result = run_with_password(
+        command, "nobody@example.com", db=database_url, password="pw"
+    )
+    assert failure(result) == f"{command}: no user has the email nobody@example.com"
+
+
+def test_users_counts_and_lists_live_sessions(database_url: str) -> None:
+    auth = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
+    for email in ("a@example.com", "b@example.com", "c@example.com"):
+        auth.register_user(email, "pw")
+    auth.create_session("b@example.com")
+    auth.create_session("b@example.com")
+    auth.close()
+    assert run_command("users", db=database_url).stdout == "3 user(s)\n"
+    listed = run_command("users", "--list", db=database_url).stdout.splitlines()
+    assert listed == [
+        "a@example.com\t0",
+        "b@example.com\t2",
+        "c@example.com\t0",
+        "3 user(s)",
+    ]
+
+
+def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
+    """Rows made by an Auth whose clock stands two days back have all ended by now."""
+    import time
+
+    past = Auth(
+        Config(db=database_url, bcrypt_rounds=FAST_ROUNDS),
+        clock=lambda: time.time() - 2 * 86400,
+    )
+    past.register_user("old@example.com", "pw")
+    past.create_session("old@example.com")
+    past.get_reset_password_token("old@example.com")
+    past._db.count_login_attempt("x@example.com", time.time() - 2 * 86400, 900)
+    past.close()
+    now = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
+    now.register_user("new@example.com", "pw")  # not old@: a login purges its user's
+    live = now.create_session("new@example.com")  # ended sessions by itself
+    now.close()
+    result = run_command("purge", db=database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "sessions: 1, reset_tokens: 1, login_attempts: 1, reset_attempts: 1 deleted"
+    )
+    again = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
+    assert again.get_user_from_session_id(live) is not None
+    again.close()
+
+
+@pytest.mark.sqlite_only  # SQLite's busy timeout (5 s); PostgreSQL's lock timeout is alike
+def test_a_busy_database_fails_with_one_line(database_url: str) -> None:
+    run_command("migrate", db=database_url)
+    with write_lock_held(database_url):
+        result = run_with_password(
+            "create-user", "late@example.com", db=database_url, password="pw"
+        )
+    assert failure(result) == "create-user: the database is busy; try again"
