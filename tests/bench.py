@@ -273,17 +273,27 @@ def login_storm(
     }
 
 
-def start_servers(
-    args: argparse.Namespace, db: str
-) -> tuple[GunicornServer, GunicornServer]:
-    """authsvc and the hello-world app, under the same gunicorn settings."""
-    options = {
+def gunicorn_options(args: argparse.Namespace) -> dict:
+    """The gunicorn settings every server of a run shares (--workers, --threads...)."""
+    return {
         "workers": args.workers,
         "threads": args.threads,
         "extra_args": ("--worker-class", args.worker_class),
     }
+
+
+def start_authsvc(args: argparse.Namespace, db: str, log_name: str) -> GunicornServer:
+    """An authsvc server on `db`, at the run's bcrypt cost."""
     env = {"AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds)}
-    authsvc = start_gunicorn(db, _WORK / "authsvc.log", env=env, **options)
+    return start_gunicorn(db, _WORK / log_name, env=env, **gunicorn_options(args))
+
+
+def start_servers(
+    args: argparse.Namespace, db: str
+) -> tuple[GunicornServer, GunicornServer]:
+    """authsvc and the hello-world app, under the same gunicorn settings."""
+    options = gunicorn_options(args)
+    authsvc = start_authsvc(args, db, "authsvc.log")
     hello = start_gunicorn(
         _WORK / "unused.db",
         _WORK / "hello.log",
@@ -340,13 +350,7 @@ def two_hosts(
 ) -> dict[str, dict]:
     """A second authsvc server on the same database, and the profile and login loads on
     both at once (each host gets the connections one host gets alone)."""
-    options = {
-        "workers": args.workers,
-        "threads": args.threads,
-        "extra_args": ("--worker-class", args.worker_class),
-    }
-    env = {"AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds)}
-    second = start_gunicorn(db, _WORK / "authsvc-2.log", env=env, **options)
+    second = start_authsvc(args, db, "authsvc-2.log")
     try:
         hosts = [first, second]
         return {

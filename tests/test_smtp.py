@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from conftest import AuthActions, FakeClock, client_for
+from pgserver import free_port  # aiosmtpd needs a port number up front
 from servers import GunicornServer
 from werkzeug.test import Client
 
@@ -33,13 +33,6 @@ EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
 SENDER = "authsvc@example.com"
 TOKEN_IN_MAIL = re.compile(r"Reset token: ([0-9a-f-]{36})")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (aiosmtpd needs a number up front)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
