@@ -701,10 +701,7 @@ class Auth:
 
     def end_other_sessions(self, user_id: int, current: Session) -> int:
         """End every session of the user but `current`; return how many live ones ended."""
-        now = self._clock()
-        return self._db.delete_user_sessions(
-            user_id, now, self._live_after(now), keep=current.id
-        )
+        return self.end_all_sessions(user_id, keep=current)
 
     def log_out(self, session_id: str | None) -> User | None:
         """End the session this id opens (only that one); the user, or None if none."""
@@ -722,10 +719,12 @@ class Auth:
         """
         self.end_all_sessions(user_id)
 
-    def end_all_sessions(self, user_id: int) -> int:
-        """End every session of the user; how many were live."""
+    def end_all_sessions(self, user_id: int, keep: Session | None = None) -> int:
+        """End every session of the user (but `keep`, if given); how many were live."""
         now = self._clock()
-        return self._db.delete_user_sessions(user_id, now, self._live_after(now))
+        return self._db.delete_user_sessions(
+            user_id, now, self._live_after(now), keep=keep.id if keep else None
+        )
 
     def find_user(self, email: str) -> User:
         """The user registered with `email` (any letter case); UnknownEmail if none."""

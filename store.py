@@ -687,17 +687,21 @@ class Store:
                 raise DatabaseUnusable(f"cannot open {self.path}: {error}") from None
             self._check_writable()
         else:
-            conn = self._translated(lambda: connect_postgres(self.path))
+            with self._translating():
+                conn = connect_postgres(self.path)
         try:
-            self._translated(lambda: self._upgrade(conn))
-            self._translated(lambda: self._warn_about_shared_emails(conn))
+            with self._translating():
+                self._upgrade(conn)
+                self._warn_about_shared_emails(conn)
         finally:
             conn.close()
 
-    def _translated(self, call: Any) -> Any:
-        """call(), with a driver error turned into the store's own (DatabaseBusy...)."""
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        """Turn a driver error leaving the block into the store's own (DatabaseBusy,
+        DatabaseUnavailable, DuplicateEmail, InvalidValue); any other error as it is."""
         try:
-            return call()
+            yield
         except Exception as error:
             translated = self.dialect.translate(error)
             if translated is None:
@@ -771,11 +775,9 @@ class Store:
         which WAL mode never makes wait for a writer.
         """
         try:
-            with self._connections.borrow(timeout=timeout) as conn:
+            with self._conn(timeout) as conn:
                 self._execute(conn, "SELECT 1").fetchall()
-        except Exception as error:
-            if self.dialect.translate(error) is None:
-                raise
+        except (DatabaseBusy, DatabaseUnavailable):
             return False
         return True
 
@@ -798,24 +800,17 @@ class Store:
         self._connections.close()
 
     @contextmanager
-    def _conn(self) -> Iterator[Any]:
-        """A connection for one store call: the open transaction's, else a borrowed one.
-
-        Every driver error leaving the block becomes the store's own error
-        (DatabaseBusy, DatabaseUnavailable, DuplicateEmail, InvalidValue).
-        """
+    def _conn(self, timeout: float | None = None) -> Iterator[Any]:
+        """A connection for one store call: the open transaction's, else a borrowed one
+        (waiting at most `timeout` for it on PostgreSQL). Driver errors leave the block
+        as the store's own (`_translating`)."""
         current = getattr(self._local, "conn", None)
-        try:
+        with self._translating():
             if current is not None:
                 yield current
             else:
-                with self._connections.borrow() as conn:
+                with self._connections.borrow(timeout) as conn:
                     yield conn
-        except Exception as error:
-            translated = self.dialect.translate(error)
-            if translated is None:
-                raise
-            raise translated from None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
