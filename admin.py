@@ -35,6 +35,7 @@ from authsvc import (
     Auth,
     Config,
     ConfigError,
+    NoMetrics,
     UnknownEmail,
     audit,
     configure_logging,
@@ -81,7 +82,8 @@ def cmd_copy_db(args: argparse.Namespace) -> str:
 
 def auth_from_env() -> Auth:
     """The same Auth the server builds from AUTHSVC_*."""
-    return Auth(Config.from_env(os.environ))
+    # NoMetrics: a command's bcrypt and store calls are not the server's traffic.
+    return Auth(Config.from_env(os.environ), metrics=NoMetrics())
 
 
 def read_password() -> str:

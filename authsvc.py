@@ -43,6 +43,7 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    NotFound,
     RequestEntityTooLarge,
     RequestTimeout,
     TooManyRequests,
@@ -102,6 +103,9 @@ class Config:
     smtp_user: str = ""
     smtp_password: str = dataclasses.field(default="", repr=False)  # never printed
     smtp_starttls: bool = False
+    metrics: bool = False  # GET /metrics for Prometheus
+    # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "" for none.
+    metrics_dir: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -152,6 +156,7 @@ class Config:
                 environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
             ),
             **_smtp_settings(environ, defaults),
+            **_metrics_settings(environ, defaults),
         )
 
 
@@ -193,6 +198,29 @@ def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, An
             "AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD must be set together"
         )
     return settings
+
+
+def _metrics_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """AUTHSVC_METRICS, and the directory where gunicorn's workers add their figures up.
+
+    prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, at import; authsvc only
+    checks it names a directory it can write, so a typo stops start-up here instead of
+    failing in the first request that counts something.
+    """
+    metrics = _env_bool(environ, "AUTHSVC_METRICS", defaults.metrics)
+    metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if (
+        metrics
+        and metrics_dir
+        and not (
+            os.path.isdir(metrics_dir) and os.access(metrics_dir, os.W_OK | os.X_OK)
+        )
+    ):
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR={metrics_dir!r} (with AUTHSVC_METRICS=true) "
+            "must be an existing directory authsvc can write"
+        )
+    return {"metrics": metrics, "metrics_dir": metrics_dir if metrics else ""}
 
 
 def _env_str(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -481,6 +509,41 @@ RESET_COUNT_WINDOW = 60 * 60
 MAX_USER_AGENT_CHARS = 256
 
 
+class NoMetrics:
+    """Where authsvc reports what it measures while metrics are off (the default): nowhere.
+
+    metrics.PrometheusMetrics (AUTHSVC_METRICS=true) has the same methods and records
+    each call; `Auth` and `AuthApp` call them without knowing which of the two they hold.
+    """
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: its route (a URL_MAP endpoint), method, status, time."""
+
+    def event(self, event: str, outcome: str) -> None:
+        """One audited event, as the audit line names it."""
+
+    def bcrypt(self, seconds: float) -> None:
+        """One bcrypt hash or check."""
+
+    def database(self, seconds: float) -> None:
+        """One store call's time on the database."""
+
+
+def metrics_for(config: Config) -> NoMetrics:
+    """Prometheus metrics when AUTHSVC_METRICS=true (metrics.py, imported only then)."""
+    if not config.metrics:
+        return NoMetrics()
+    import metrics
+
+    if not config.metrics_dir:
+        logger.warning(
+            "AUTHSVC_METRICS=true without PROMETHEUS_MULTIPROC_DIR: GET /metrics shows "
+            "the figures of the one process that answers it. Under gunicorn with several "
+            "workers, set PROMETHEUS_MULTIPROC_DIR (README, 'Metrics')."
+        )
+    return metrics.PrometheusMetrics()
+
+
 class Auth:
     """Registration, login, sessions and password resets, on top of the store.
 
@@ -488,18 +551,24 @@ class Auth:
     """
 
     def __init__(
-        self, config: Config | None = None, clock: Callable[[], float] = time.time
+        self,
+        config: Config | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: NoMetrics | None = None,
     ) -> None:
         """Open the store named by the configuration and apply the schema to it.
 
         Also hashes a random password once at the configured cost: checking a password
         for an unknown email against it costs what checking a real one does (see
         `_verify`). `clock` returns Unix seconds; tests pass their own to step past
-        expiry times.
+        expiry times. `metrics` is told each bcrypt's and each store call's time; by
+        default, Prometheus metrics when AUTHSVC_METRICS=true, else none.
         """
         self._config = config or Config.from_env(os.environ)
         self._clock = clock
+        self.metrics = metrics or metrics_for(self._config)
         self._db = open_store(self._config.db, self._config.db_pool_size)
+        self._db.on_answer = self.metrics.database
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -518,6 +587,22 @@ class Auth:
         """True when the database answers a trivial query within HEALTH_TIMEOUT_SECONDS."""
         return self._db.answers(HEALTH_TIMEOUT_SECONDS)
 
+    # -- bcrypt, timed
+
+    def _hash(self, password: str) -> str:
+        """A bcrypt hash of `password` at the configured cost (`_hash_password`), timed."""
+        started = time.perf_counter()
+        hashed = _hash_password(password, self._config.bcrypt_rounds)
+        self.metrics.bcrypt(time.perf_counter() - started)
+        return hashed.decode("ascii")
+
+    def _check(self, encoded_password: bytes, hashed_password: bytes) -> bool:
+        """bcrypt's check of a password against a hash, timed."""
+        started = time.perf_counter()
+        matches = bcrypt.checkpw(encoded_password, hashed_password)
+        self.metrics.bcrypt(time.perf_counter() - started)
+        return matches
+
     # -- registration and login
 
     def register_user(self, email: str, password: str) -> User:
@@ -527,8 +612,7 @@ class Auth:
         is taken (the database's unique index decides); InvalidPassword past 72 bytes or
         for a NUL character.
         """
-        hashed = _hash_password(password, self._config.bcrypt_rounds)
-        return self._db.add_user(email, hashed.decode("ascii"))
+        return self._db.add_user(email, self._hash(password))
 
     def _verify(self, email: str, password: str) -> User | None:
         """The user if `password` is right for `email`, else None, in the same time either way.
@@ -545,12 +629,12 @@ class Auth:
         except UserNotFound:
             user = None
         if user is None or "\0" in password:
-            bcrypt.checkpw(encoded, self._dummy_hash)
+            self._check(encoded, self._dummy_hash)
             return None
-        if bcrypt.checkpw(encoded, user.hashed_password.encode("ascii")):
+        if self._check(encoded, user.hashed_password.encode("ascii")):
             return user
         if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
-            bcrypt.checkpw(encoded, self._dummy_hash)
+            self._check(encoded, self._dummy_hash)
         return None
 
     def valid_login(self, email: str, password: str) -> bool:
@@ -584,13 +668,13 @@ class Auth:
             raise InvalidCredentials("wrong email or password")
         rehashed = None
         if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
-            rehashed = _hash_password(password, self._config.bcrypt_rounds)
+            rehashed = self._hash(password)
         with self._db.transaction():
             session_id = self._start_session(user, user_agent, ip)
             if session_id is None:
                 raise InvalidCredentials("the password changed during the login")
             if rehashed is not None:
-                self._db.update_user(user.id, hashed_password=rehashed.decode("ascii"))
+                self._db.update_user(user.id, hashed_password=rehashed)
             self._db.clear_login_attempts(email)
         return user, session_id
 
@@ -740,7 +824,7 @@ class Auth:
         Returns the user and how many live sessions ended. Raises UnknownEmail,
         InvalidPassword past 72 bytes or for a NUL character.
         """
-        hashed = _hash_password(password, self._config.bcrypt_rounds).decode("ascii")
+        hashed = self._hash(password)
         user = self.find_user(email)
         with self._db.transaction():
             self._db.lock_user(user.id)
@@ -762,6 +846,11 @@ class Auth:
                 "reset_attempts": RESET_COUNT_WINDOW,
             },
         )
+
+    def count_live_sessions(self) -> int:
+        """How many sessions are live now, over every user (the metrics' gauge)."""
+        now = self._clock()
+        return self._db.count_live_sessions(now, self._live_after(now))
 
     def count_users(self) -> int:
         """How many accounts there are."""
@@ -848,7 +937,7 @@ class Auth:
         # Check first, hash after: a made-up token costs a lookup, not a quarter second
         # of bcrypt. And hash outside the write lock, which bcrypt would hold that long.
         self._live_reset_holder(filters)
-        hashed = _hash_password(password, self._config.bcrypt_rounds).decode("ascii")
+        hashed = self._hash(password)
         # Check again inside one transaction, with the user's row locked, and spend the
         # token with a conditional UPDATE: of two requests racing with one token (on any
         # workers or hosts), exactly one still finds it there.
@@ -894,6 +983,9 @@ class ApiRequest(Request):
     """
 
     max_content_length = MAX_BODY_BYTES
+    # The URL_MAP endpoint the request matched, once routed: the metrics' route label
+    # (a fixed set of names, where the raw path would be anything a client sends).
+    route = "unmatched"
 
 
 def read_body(request: ApiRequest, timeout: float) -> bytes:
@@ -1232,6 +1324,7 @@ URL_MAP = Map(
     [
         Rule("/", methods=["GET"], endpoint="index"),
         Rule("/health", methods=["GET"], endpoint="health"),
+        Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/users", methods=["POST"], endpoint="register"),
         Rule("/sessions", methods=["POST"], endpoint="login"),
         Rule("/sessions", methods=["DELETE"], endpoint="logout"),
@@ -1257,6 +1350,7 @@ NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
     "reset_token",
     "update_password",
     "health",  # a stale "ok" from a cache would hide an outage from the load balancer
+    "metrics",  # each scrape must see the figures of that moment
 }
 
 
@@ -1269,15 +1363,19 @@ class AuthApp:
     """The WSGI application: routes each request to an `on_<endpoint>` handler."""
 
     def __init__(self, auth: Auth, config: Config) -> None:
-        """Serve `auth`; `config` decides the cookie's `Secure` flag and reset delivery."""
+        """Serve `auth`; `config` decides the cookie's `Secure` flag and reset delivery.
+
+        Reports what it measures to `auth.metrics` (NoMetrics unless AUTHSVC_METRICS).
+        """
         self.auth = auth
         self.config = config
+        self.metrics = auth.metrics
         # Bound once: routing looks only at the path and the method, so the per-request
         # `bind_to_environ` (host, scheme, script name) would be work thrown away.
         self.routes = URL_MAP.bind("authsvc")
 
-    @staticmethod
     def audit(
+        self,
         request: ApiRequest,
         event: str,
         outcome: str,
@@ -1291,6 +1389,7 @@ class AuthApp:
         behind a proxy, the proxy's address (see README.md, "Security").
         """
         audit(event, outcome, request.remote_addr or "-", user=user, email=email)
+        self.metrics.event(event, outcome)  # counts it: logins by outcome, ...
 
     def body_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""
@@ -1310,6 +1409,16 @@ class AuthApp:
             return json_response({"status": "ok"})
         # 503: take this host out of rotation until it answers 200 again.
         return json_response({"status": "unavailable"}, 503)
+
+    def on_metrics(self, request: ApiRequest) -> Response:
+        """GET /metrics: the figures for Prometheus when AUTHSVC_METRICS=true, else 404.
+
+        The same 404 as an unknown path: with metrics off, /metrics does not exist.
+        """
+        if not self.config.metrics:
+            raise NotFound()
+        body, content_type = self.metrics.exposition(self.auth.count_live_sessions)
+        return Response(body, content_type=content_type)
 
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""
@@ -1484,6 +1593,7 @@ class AuthApp:
             endpoint, arguments = self.routes.match(request.path, request.method)
         except HTTPException as error:  # 404, 405
             return http_error_response(error, request.environ)
+        request.route = endpoint
         try:
             response = getattr(self, f"on_{endpoint}")(request, **arguments)
         except HTTPException as error:
@@ -1501,6 +1611,7 @@ class AuthApp:
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         """The WSGI entry point, and the one place that catches unexpected errors."""
+        started = time.perf_counter()
         request = ApiRequest(environ)
         try:
             response = self.dispatch_request(request)
@@ -1518,6 +1629,12 @@ class AuthApp:
         # Every answer is JSON and says so; nosniff stops a browser from guessing
         # otherwise (and, say, running a body as script).
         response.headers["X-Content-Type-Options"] = "nosniff"
+        self.metrics.request(
+            request.route,
+            request.method,
+            response.status_code,
+            time.perf_counter() - started,
+        )
         return response(environ, start_response)
 
     def __call__(

@@ -76,3 +76,6 @@ ALTER TABLE users ADD COLUMN IF NOT EXISTS email_key VARCHAR(254);
 ALTER TABLE users ALTER COLUMN email_key SET NOT NULL;
 
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
+
+-- @migration 6: live sessions counted from an index
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at, last_used_at);

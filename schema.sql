@@ -131,3 +131,8 @@ UPDATE users SET email_key = '=' || email
 WHERE id NOT IN (SELECT MIN(id) FROM users GROUP BY email_key);
 
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
+
+-- @migration 6: live sessions counted from an index
+-- GET /metrics reports how many sessions are live (AUTHSVC_METRICS): COUNT(*) over this
+-- index's range `expires_at > now`, last use checked in the index itself, never the table.
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at, last_used_at);

@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -649,6 +649,9 @@ class Store:
             else SqliteConnections(self.path)
         )
         self._local = threading.local()  # the connection of an open transaction
+        # Called with the seconds each store call held (or waited for) a connection:
+        # the database's answer time, for GET /metrics. None: nobody is measuring.
+        self.on_answer: Callable[[float], None] | None = None
 
     # -- lifecycle
 
@@ -808,9 +811,14 @@ class Store:
         with self._translating():
             if current is not None:
                 yield current
-            else:
+                return
+            started = time.perf_counter()
+            try:
                 with self._connections.borrow(timeout) as conn:
                     yield conn
+            finally:
+                if self.on_answer is not None:
+                    self.on_answer(time.perf_counter() - started)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1284,6 +1292,21 @@ class Store:
             deleted += count
             if count < batch:
                 return deleted
+
+    def count_live_sessions(self, now: float, live_after: float) -> int:
+        """How many sessions are live: not past their end, used after `live_after`.
+
+        A range of the index on (expires_at, last_used_at) counted inside the index,
+        so a scrape of GET /metrics stays cheap with a million sessions.
+        """
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT COUNT(*) AS n FROM sessions"
+                " WHERE expires_at > ? AND last_used_at > ?",
+                (now, live_after),
+            ).fetchall()
+        return rows[0]["n"]
 
     def count_users(self) -> int:
         """How many rows `users` holds."""

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import bcrypt
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -282,9 +283,16 @@ def gunicorn_options(args: argparse.Namespace) -> dict:
     }
 
 
-def start_authsvc(args: argparse.Namespace, db: str, log_name: str) -> GunicornServer:
-    """An authsvc server on `db`, at the run's bcrypt cost."""
+def start_authsvc(
+    args: argparse.Namespace, db: str, log_name: str, metrics: bool = False
+) -> GunicornServer:
+    """An authsvc server on `db`, at the run's bcrypt cost; `metrics`: AUTHSVC_METRICS on,
+    with a multiprocess directory of its own (as the README's production set-up)."""
     env = {"AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds)}
+    if metrics:
+        metrics_dir = _WORK / "prometheus"
+        metrics_dir.mkdir(exist_ok=True)
+        env |= {"AUTHSVC_METRICS": "true", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     return start_gunicorn(db, _WORK / log_name, env=env, **gunicorn_options(args))
 
 
@@ -370,18 +378,20 @@ def measure(
     authsvc: GunicornServer,
     hello: GunicornServer,
     scripts: dict,
+    metered: GunicornServer | None = None,
 ) -> dict:
-    """Every throughput scenario, in order; the figures by scenario name."""
+    """Every throughput scenario, in order; the figures by scenario name. `metered`, an
+    authsvc with metrics on, joins the profile runs (the cost of counting)."""
     results: dict[str, dict] = {}
     for server in (hello, authsvc):  # the first seconds of load run slow: not measured
         run_wrk(server, scripts["profile"], 2, args.connections)
     for name in ("root", "profile"):
         uses_before, started = session_uses(str(authsvc.db_path)), time.monotonic()
-        pair = side_by_side({"hello": hello, "authsvc": authsvc}, scripts[name], args)
-        results[f"hello {name}"], results[f"authsvc {name}"] = (
-            pair["hello"],
-            pair["authsvc"],
-        )
+        compared = {"hello": hello, "authsvc": authsvc}
+        if name == "profile" and metered is not None:
+            compared["authsvc, metrics on"] = metered
+        for server_name, figures in side_by_side(compared, scripts[name], args).items():
+            results[f"{server_name} {name}"] = figures
         if name == "profile":
             # Each GET /profile may record its session's use, at most once a minute per
             # session (the runs here are shorter): a changed row is one write.
@@ -448,6 +458,12 @@ def main() -> None:
         action="store_true",
         help="run authsvc on a throw-away PostgreSQL server (durable settings) instead of SQLite",
     )
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="leave out the third server, authsvc with AUTHSVC_METRICS=true, from the profile runs",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -483,8 +499,17 @@ def run(args: argparse.Namespace, db: str) -> None:
     seconds_per_check, limit = bcrypt_limit(args.bcrypt_rounds)
 
     authsvc, hello = start_servers(args, db)
+    metered = (
+        start_authsvc(args, db, "authsvc-metrics.log", metrics=True)
+        if args.metrics
+        else None
+    )
+    scraped = ""
     try:
-        results = measure(args, authsvc, hello, scripts)
+        results = measure(args, authsvc, hello, scripts, metered)
+        if metered is not None:
+            scraped = requests.get(f"{metered.url}/metrics", timeout=10).text
+            metered.stop()
         if args.hosts == 2:
             results.update(two_hosts(args, authsvc, db, scripts))
         scale = {}
@@ -503,6 +528,8 @@ def run(args: argparse.Namespace, db: str) -> None:
     finally:
         authsvc.stop()
         hello.stop()
+        if metered is not None:
+            metered.stop()
 
     ratios = {
         "profile / hello profile": results["authsvc profile"]["rps"]
@@ -524,6 +551,11 @@ def run(args: argparse.Namespace, db: str) -> None:
         ]
         / results["authsvc root"]["cpu_us_per_request"],
     }
+    if metered is not None:
+        ratios["metrics on / off CPU per request, profile"] = (
+            results["authsvc, metrics on profile"]["cpu_us_per_request"]
+            / results["authsvc profile"]["cpu_us_per_request"]
+        )
     for measure_name in ("profile", "login"):
         if scale:
             big, small = (
@@ -534,7 +566,12 @@ def run(args: argparse.Namespace, db: str) -> None:
                 f"{measure_name} p50 at {args.scale_users} / at {args.users} users"
             ] = big["p50_ms"] / small["p50_ms"]
     report = {
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        # The cores this process may run on (taskset, a container's cpuset), not the
+        # machine's: the load generator and the servers share them.
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "python": sys.version.split()[0],
+        },
         "database": "PostgreSQL" if db.startswith("postgresql://") else "SQLite",
         "settings": {key: value for key, value in vars(args).items() if key != "json"},
         "bcrypt": {"seconds_per_checkpw": seconds_per_check, "limit_per_second": limit},
@@ -544,6 +581,7 @@ def run(args: argparse.Namespace, db: str) -> None:
         "peak_rss_mib_per_worker": rss,
         "server_log_errors": log_errors,
         "seeding": seeding,
+        "metrics_scrape": scraped,
         "bytes_per_user": bytes_per_user(db, max(args.users, args.scale_users)),
     }
     print_report(report)
@@ -608,6 +646,13 @@ def print_report(report: dict) -> None:
     )
     print(f"seeded {seeding['users']} users in {seeding['seconds']:.2f} s{grown}")
     print(f"database: {report['bytes_per_user']:.0f} bytes per user")
+    if report["metrics_scrape"]:
+        print(
+            "\nGET /metrics of the metrics-on server after its runs (histogram buckets left out):"
+        )
+        for line in report["metrics_scrape"].splitlines():
+            if "_bucket{" not in line and not line.startswith("#"):
+                print(f"  {line}")
 
 
 if __name__ == "__main__":

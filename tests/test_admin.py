@@ -14,6 +14,7 @@ import requests
 from conftest import FAST_ROUNDS, query, write_lock_held
 from servers import ROOT, GunicornServer
 
+import store
 from authsvc import Auth, Config
 from store import Store
 
@@ -46,7 +47,7 @@ def test_help_lists_every_command() -> None:
 def test_migrate_prints_the_version(database_url: str) -> None:
     result = run_command("migrate", db=database_url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("schema at version 5")
+    assert result.stdout.startswith(f"schema at version {store.SCHEMA_VERSION}")
 
 
 @pytest.mark.e2e

@@ -292,7 +292,7 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 @pytest.mark.sqlite_only
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 5
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 6
     tables = {
         row[0]
         for row in db._connection().execute(
@@ -326,7 +326,9 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(store.SchemaTooNew, match="schema version 6"):
+    with pytest.raises(
+        store.SchemaTooNew, match=f"schema version {store.SCHEMA_VERSION + 1}"
+    ):
         Store(path).initialize()
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []  # untouched

@@ -1,0 +1,46 @@
+"""gunicorn's settings file: read from the working directory (or `gunicorn -c`).
+
+Only the two hooks prometheus_client's multiprocess mode needs (README, "Metrics"); the
+server's own settings (bind, workers, threads) stay on the command line, where the README
+shows them. Both hooks do nothing unless AUTHSVC_METRICS=true and PROMETHEUS_MULTIPROC_DIR
+are set.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+
+def _metrics_dir() -> str:
+    """The multiprocess directory when metrics are on, else ""."""
+    if os.environ.get("AUTHSVC_METRICS", "").strip().lower() not in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    ):
+        return ""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def on_starting(server: Any) -> None:
+    """Before the first worker: remove the figures an earlier run left in the directory.
+
+    Counters are files per process; left over, a dead run's counts would add to this
+    run's (the prometheus_client docs: wipe the directory between runs).
+    """
+    directory = _metrics_dir()
+    if directory and os.path.isdir(directory):
+        for kind in ("counter", "gauge", "histogram", "summary"):
+            for path in glob.glob(os.path.join(directory, f"{kind}_*.db")):
+                os.remove(path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker has exited: let prometheus_client drop its live-gauge files."""
+    if _metrics_dir():
+        import metrics
+
+        metrics.worker_exited(worker.pid)
