@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -53,6 +55,7 @@ from werkzeug.exceptions import (
 from werkzeug.routing import Map, Rule
 from werkzeug.sansio.http import parse_cookie as parse_cookie_text
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
+from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
 from store import (
@@ -525,9 +528,6 @@ class NoMetrics:
     def bcrypt(self, seconds: float) -> None:
         """One bcrypt hash or check."""
 
-    def database(self, seconds: float) -> None:
-        """One store call's time on the database."""
-
 
 def metrics_for(config: Config) -> NoMetrics:
     """Prometheus metrics when AUTHSVC_METRICS=true (metrics.py, imported only then)."""
@@ -561,14 +561,13 @@ class Auth:
         Also hashes a random password once at the configured cost: checking a password
         for an unknown email against it costs what checking a real one does (see
         `_verify`). `clock` returns Unix seconds; tests pass their own to step past
-        expiry times. `metrics` is told each bcrypt's and each store call's time; by
+        expiry times. `metrics` is told each bcrypt's time; by
         default, Prometheus metrics when AUTHSVC_METRICS=true, else none.
         """
         self._config = config or Config.from_env(os.environ)
         self._clock = clock
         self.metrics = metrics or metrics_for(self._config)
         self._db = open_store(self._config.db, self._config.db_pool_size)
-        self._db.on_answer = self.metrics.database
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -1325,6 +1324,9 @@ URL_MAP = Map(
         Rule("/", methods=["GET"], endpoint="index"),
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
+        Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+        Rule("/docs", methods=["GET"], endpoint="docs"),
+        Rule("/docs/<asset>", methods=["GET"], endpoint="docs_asset"),
         Rule("/users", methods=["POST"], endpoint="register"),
         Rule("/sessions", methods=["POST"], endpoint="login"),
         Rule("/sessions", methods=["DELETE"], endpoint="logout"),
@@ -1337,6 +1339,39 @@ URL_MAP = Map(
         Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
     ]
 )
+
+# The API document, and the docs page with the files it loads: Swagger UI's from the
+# pinned swagger-ui-py package (found without importing it: only its files are used),
+# authsvc's own page and start script from docs/. No other name is served.
+HERE = Path(__file__).resolve().parent
+OPENAPI_PATH = HERE / "openapi.json"
+DOCS_PAGE_PATH = HERE / "docs" / "index.html"
+SWAGGER_UI_FILES = (
+    "swagger-ui.css",
+    "swagger-ui-bundle.js",
+    "favicon-32x32.png",
+    "favicon-16x16.png",
+)
+# What the docs page may load or talk to: its own files and this service, nothing else.
+# No inline script, no eval, no frames; images also as data: URLs (Swagger UI's icons).
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DOCS_ASSET_MAX_AGE = 24 * 60 * 60  # the files change only with the pinned package
+
+
+def docs_assets() -> dict[str, Path]:
+    """The files GET /docs/<asset> serves, by name."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        return {}  # not installed: the page's files are 404s, the API is unaffected
+    swagger_ui = Path(spec.origin).parent / "static"
+    return {
+        **{name: swagger_ui / name for name in SWAGGER_UI_FILES},
+        "authsvc-docs.js": HERE / "docs" / "authsvc-docs.js",
+    }
+
 
 # Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
 # no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
@@ -1373,6 +1408,10 @@ class AuthApp:
         # Bound once: routing looks only at the path and the method, so the per-request
         # `bind_to_environ` (host, scheme, script name) would be work thrown away.
         self.routes = URL_MAP.bind("authsvc")
+        # Read once: they change only with a new release.
+        self.openapi_document = OPENAPI_PATH.read_bytes()
+        self.docs_page = DOCS_PAGE_PATH.read_bytes()
+        self.docs_assets = docs_assets()
 
     def audit(
         self,
@@ -1417,8 +1456,36 @@ class AuthApp:
         """
         if not self.config.metrics:
             raise NotFound()
-        body, content_type = self.metrics.exposition(self.auth.count_live_sessions)
+        body, content_type = self.metrics.exposition(self.auth)
         return Response(body, content_type=content_type)
+
+    def on_openapi(self, request: ApiRequest) -> Response:
+        """GET /openapi.json: the API document, the repository's openapi.json as it is."""
+        response = Response(self.openapi_document, content_type="application/json")
+        response.headers["Cache-Control"] = "no-cache"  # revalidate: it is small
+        return response
+
+    def on_docs(self, request: ApiRequest) -> Response:
+        """GET /docs: the page that renders the document (Swagger UI), with its CSP."""
+        response = Response(self.docs_page, content_type="text/html; charset=utf-8")
+        response.headers["Content-Security-Policy"] = DOCS_CONTENT_SECURITY_POLICY
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def on_docs_asset(self, request: ApiRequest, asset: str) -> Response:
+        """GET /docs/<asset>: one of the page's files, cacheable for a day.
+
+        Werkzeug's send_file adds an ETag and Last-Modified and answers a conditional
+        request that still matches with 304 and no body.
+        """
+        path = self.docs_assets.get(asset)
+        if path is None:
+            raise NotFound()
+        response = send_file(
+            path, request.environ, max_age=DOCS_ASSET_MAX_AGE, conditional=True
+        )
+        response.cache_control.public = True
+        return response
 
     def on_register(self, request: ApiRequest) -> Response:
         """POST /users: create a user."""

@@ -1,7 +1,7 @@
 """Prometheus metrics for authsvc: off by default, on with AUTHSVC_METRICS=true.
 
-Off the request path's reading order, so in a module of its own: authsvc.py calls the four
-methods of `PrometheusMetrics` (the same ones its `NoMetrics` has, doing nothing) and
+Off the request path's reading order, so in a module of its own: authsvc.py calls the
+three recording methods of `PrometheusMetrics` (`NoMetrics` has the same, doing nothing) and
 serves `exposition()` at GET /metrics. Nothing here names a person: the labels are route
 names, methods, status codes and outcomes, never an email, an id or an address.
 
@@ -15,7 +15,9 @@ when the server starts and tells prometheus_client when a worker exits (README, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +50,10 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     registry=_REGISTRY,
 )
+# Methods are cut to the usual seven or "other" and routes are URL_MAP's names, so the
+# label sets are few; the cache of their children stops growing past this all the same.
+MAX_CACHED_LABEL_SETS = 1000
+
 # One counter per kind of audited event the issue asks for; the outcome is the audit
 # line's ("ok", "failed", "throttled", "duplicate", "invalid_token", ...).
 EVENTS = {
@@ -83,46 +89,53 @@ BCRYPT_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0),
     registry=_REGISTRY,
 )
-# A store call: waiting for a connection (PostgreSQL's pool) plus the statements.
-DATABASE_SECONDS = Histogram(
-    "authsvc_database_duration_seconds",
-    "Time of one store call on the database (connection wait and statements).",
-    buckets=(
-        0.0001,
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.01,
-        0.025,
-        0.05,
-        0.1,
-        0.5,
-        1.0,
-        5.0,
-    ),
-    registry=_REGISTRY,
-)
-
-
 # A client can send any method; a label per made-up method would grow without end.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
-class _ScrapeTimeFigures:
-    """A collector computed when Prometheus scrapes, not counted along the way."""
+class Probed(Protocol):
+    """What a scrape asks of authsvc's `Auth`."""
 
-    def __init__(self, live_sessions: Callable[[], int]) -> None:
-        """`live_sessions` counts the live sessions of every user (one index range)."""
-        self._live_sessions = live_sessions
+    def database_answers(self) -> bool:
+        """True when the database answers a trivial query within 1 s."""
+
+    def count_live_sessions(self) -> int:
+        """How many sessions are live now."""
+
+
+class _ScrapeTimeFigures:
+    """Figures computed when Prometheus scrapes, not counted along the way.
+
+    The database's answer time is measured here, once per scrape, rather than around
+    every query: timing each store call cost the session check about a tenth of its CPU
+    under load (tests/bench.py), over the 5% this may add.
+    """
+
+    def __init__(self, auth: Probed) -> None:
+        """Ask `auth` at each collection."""
+        self._auth = auth
 
     def collect(self) -> Iterator[Metric]:
-        """The live-sessions gauge: the database's answer, so every worker agrees."""
+        """Database up and its answer time, then the live sessions if it answered."""
+        started = time.perf_counter()
+        answers = self._auth.database_answers()
+        seconds = time.perf_counter() - started
         yield GaugeMetricFamily(
-            "authsvc_live_sessions",
-            "Sessions neither ended nor expired (absolute or idle), at scrape time.",
-            value=self._live_sessions(),
+            "authsvc_database_up",
+            "1 when the database answered a trivial query within 1 s at scrape time.",
+            value=1 if answers else 0,
         )
+        yield GaugeMetricFamily(
+            "authsvc_database_answer_seconds",
+            "Time the database took for that query (connection wait included).",
+            value=seconds,
+        )
+        if answers:
+            yield GaugeMetricFamily(
+                "authsvc_live_sessions",
+                "Sessions neither ended nor expired (absolute or idle), at scrape time.",
+                value=self._auth.count_live_sessions(),
+            )
 
 
 class PrometheusMetrics:
@@ -131,12 +144,25 @@ class PrometheusMetrics:
     def __init__(self) -> None:
         """Record into the module's metrics (in files, when multiprocess)."""
         self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        # The labelled children of the request metrics, looked up once per label set:
+        # `labels()` takes a lock and builds a key at every call (a third of the cost).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request."""
-        method = method if method in KNOWN_METHODS else "other"
-        REQUESTS.labels(route, method, str(status)).inc()
-        REQUEST_SECONDS.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            label = method if method in KNOWN_METHODS else "other"
+            children = (
+                REQUESTS.labels(route, label, str(status)),
+                REQUEST_SECONDS.labels(route),
+            )
+            if len(self._children) < MAX_CACHED_LABEL_SETS:
+                self._children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
 
     def event(self, event: str, outcome: str) -> None:
         """One audited event (the audit line's event and outcome)."""
@@ -148,14 +174,8 @@ class PrometheusMetrics:
         """One bcrypt hash or check."""
         BCRYPT_SECONDS.observe(seconds)
 
-    def database(self, seconds: float) -> None:
-        """One store call's time on the database."""
-        DATABASE_SECONDS.observe(seconds)
-
-    def exposition(self, live_sessions: Callable[[], int]) -> tuple[bytes, str]:
+    def exposition(self, auth: Probed) -> tuple[bytes, str]:
         """The text a scrape gets, and its content type.
-
-        `live_sessions` is called now, for the gauge (Auth.count_live_sessions).
 
         Multiprocess: a fresh registry that reads every process's files (the docs'
         recipe: the metrics' own registry would hold this process's figures only).
@@ -166,7 +186,7 @@ class PrometheusMetrics:
         else:
             registry = _REGISTRY
         scrape_time = CollectorRegistry()
-        scrape_time.register(_ScrapeTimeFigures(live_sessions))
+        scrape_time.register(_ScrapeTimeFigures(auth))
         return generate_latest(registry) + generate_latest(scrape_time), (
             CONTENT_TYPE_LATEST
         )

@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -649,9 +649,6 @@ class Store:
             else SqliteConnections(self.path)
         )
         self._local = threading.local()  # the connection of an open transaction
-        # Called with the seconds each store call held (or waited for) a connection:
-        # the database's answer time, for GET /metrics. None: nobody is measuring.
-        self.on_answer: Callable[[float], None] | None = None
 
     # -- lifecycle
 
@@ -811,14 +808,9 @@ class Store:
         with self._translating():
             if current is not None:
                 yield current
-                return
-            started = time.perf_counter()
-            try:
+            else:
                 with self._connections.borrow(timeout) as conn:
                     yield conn
-            finally:
-                if self.on_answer is not None:
-                    self.on_answer(time.perf_counter() - started)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -2,7 +2,9 @@
 
 `authsvc.app`, should anything touch it, is built from the environment; so before anything
 imports authsvc this file clears every AUTHSVC_* variable a developer may have set and
-points AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db.
+points AUTHSVC_DB at a throw-away file: the tests never touch a real authsvc.db. The
+tests' own knobs, AUTHSVC_TEST_* (more Hypothesis or Schemathesis examples, the README's
+screenshot), are not the service's settings and stay.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _name in [name for name in os.environ if name.startswith("AUTHSVC_")]:
+for _name in [
+    name
+    for name in os.environ
+    if name.startswith("AUTHSVC_") and not name.startswith("AUTHSVC_TEST_")
+]:
     del os.environ[_name]
 _IMPORT_DIR = tempfile.TemporaryDirectory(prefix="authsvc-import-")
 os.environ["AUTHSVC_DB"] = os.path.join(_IMPORT_DIR.name, "import.db")
@@ -57,6 +63,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "postgresql_only: several hosts on one database; not run on SQLite"
+    )
+    config.addinivalue_line(
+        "markers",
+        "browser: drives headless Chromium (Debian's chromium, chromium-driver)",
     )
     config.addinivalue_line("filterwarnings", "error")
     config.addinivalue_line(

@@ -1,0 +1,308 @@
+"""The docs page and the cookie in a real browser: headless Chromium through Selenium.
+
+Debian's `chromium` and `chromium-driver` (Selenium is pointed at the system driver, so it
+downloads nothing). Under CI a missing browser fails the run; elsewhere these tests skip,
+saying what to install. Every test starts a real gunicorn server on 127.0.0.1.
+
+What a learner should see proven here:
+- the page loads with no console error (its Content-Security-Policy refuses nothing it
+  needs) and lists every operation of the document;
+- "Try it out" on the page itself: register, log in, the profile answers with the email,
+  log out, the profile is refused;
+- the cookie is HttpOnly: `document.cookie` on the page does not show it, yet the browser
+  sends it; after logout the browser no longer holds it;
+- SameSite=Lax: a page of another site (`localhost`, where the service is `127.0.0.1`)
+  makes a request to the service that arrives without the cookie, while following a link
+  from that page to the service still carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from servers import GunicornServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL_HINT = (
+    "the browser tests need Debian's chromium and chromium-driver "
+    "(apt-get install chromium chromium-driver) and selenium (requirements-test.txt)"
+)
+WAIT_SECONDS = 15
+DOCUMENT = json.loads((Path(__file__).parent.parent / "openapi.json").read_text())
+OPERATION_COUNT = sum(
+    1
+    for item in DOCUMENT["paths"].values()
+    for method in item
+    if method in {"get", "put", "post", "delete", "patch"}
+)
+SCREENSHOT = Path(__file__).parent.parent / "docs" / "docs-page.png"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for the run (each test clears its cookies first)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing = "selenium"
+    else:
+        missing = next(
+            (path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)), ""
+        )
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser tests must run under CI: {missing} is missing")
+        pytest.skip(INSTALL_HINT)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # as root (CI) Chromium refuses to start with its sandbox
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(
+    browser: object, start_server: Callable[..., GunicornServer]
+) -> Iterator[object]:
+    """The browser, with no cookie and no console line left from an earlier test, and a
+    server of the test's own with gunicorn's access log (what arrived, with its status)."""
+    browser.delete_all_cookies()
+    browser.get_log("browser")  # reading empties it
+    browser.server = start_server(extra_args=("--access-logfile", "-"))
+    yield browser
+
+
+def wait_for(condition: Callable[[], object], what: str) -> object:
+    """Poll until `condition()` is truthy; fail naming `what` after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def console_errors(driver: object, *, answers_expected: bool = False) -> list[dict]:
+    """The console's SEVERE lines since the last call (a CSP refusal is one).
+
+    `answers_expected`: leave out the "network" lines Chromium writes for every 4xx
+    answer of a fetch (a 403 the test asked for is no error of the page).
+    """
+    return [
+        line
+        for line in driver.get_log("browser")
+        if line["level"] == "SEVERE"
+        and not (answers_expected and line["source"] == "network")
+    ]
+
+
+def open_docs(driver: object) -> list[object]:
+    """Load /docs; the operation blocks once Swagger UI has rendered them all."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{driver.server.url}/docs")
+    return wait_for(
+        lambda: (
+            blocks
+            if len(blocks := driver.find_elements(By.CSS_SELECTOR, ".opblock"))
+            == OPERATION_COUNT
+            else None
+        ),
+        f"{OPERATION_COUNT} operations on the page",
+    )
+
+
+def try_it_out(
+    driver: object, block_id: str, fields: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Use the page's "Try it out" on one operation: open it, fill the form, Execute.
+
+    Returns the status and the response body the page shows.
+    """
+    from selenium.webdriver.common.by import By
+
+    block = driver.find_element(By.ID, block_id)
+    if "is-open" not in block.get_attribute("class"):
+        block.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    start = block.find_elements(By.CSS_SELECTOR, ".try-out__btn:not(.cancel)")
+    if start:
+        start[0].click()
+    for name, value in (fields or {}).items():
+        field = block.find_element(By.CSS_SELECTOR, f'input[placeholder="{name}"]')
+        field.clear()
+        field.send_keys(value)
+    for clear in block.find_elements(By.CSS_SELECTOR, ".btn-clear"):
+        clear.click()  # so the wait below sees this request's answer, not the last one
+    block.find_element(By.CSS_SELECTOR, ".execute").click()
+    status = wait_for(
+        lambda: block.find_elements(
+            By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status"
+        ),
+        f"the answer of {block_id}",
+    )[0].text
+    bodies = block.find_elements(
+        By.CSS_SELECTOR,
+        ".live-responses-table tr.response .response-col_description pre",
+    )
+    return int(status.split()[0]), bodies[0].text if bodies else ""
+
+
+def access_log_status(server: GunicornServer, request_line: str) -> int:
+    """The status gunicorn's access log gives for the request with this request line."""
+    line = wait_for(
+        lambda: next(
+            (
+                line
+                for line in server.log().splitlines()
+                if f'"{request_line} HTTP/1.1"' in line
+            ),
+            None,
+        ),
+        f"{request_line} in the access log",
+    )
+    return int(re.search(r'HTTP/1\.1" (\d{3}) ', line).group(1))
+
+
+def test_the_docs_page_lists_every_operation_with_no_console_error(
+    page: object,
+) -> None:
+    blocks = open_docs(page)
+    assert len(blocks) == OPERATION_COUNT
+    shown = {
+        block.get_attribute("id").rsplit("-", 1)[1] for block in blocks
+    }  # "operations-<tag>-<operationId>"
+    documented = {
+        operation["operationId"]
+        for item in DOCUMENT["paths"].values()
+        for operation in item.values()
+    }
+    assert shown == documented
+    assert console_errors(page) == []
+
+
+def test_try_it_out_registers_logs_in_shows_the_profile_and_logs_out(
+    page: object,
+) -> None:
+    open_docs(page)
+    account = {"email": "learner@example.com", "password": "s3cret pw"}
+    status, body = try_it_out(page, "operations-account-register", account)
+    assert status == 200, body
+    status, body = try_it_out(page, "operations-sessions-login", account)
+    assert status == 200, body
+    assert json.loads(body) == {"email": account["email"], "message": "logged in"}
+
+    # HttpOnly: the page's scripts cannot see the cookie...
+    assert "session_id" not in page.execute_script("return document.cookie")
+    cookie = page.get_cookie("session_id")  # (WebDriver sees every cookie)
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Lax"
+    assert cookie["path"] == "/"
+    # ...yet the browser sends it: the profile answers with the email.
+    status, body = try_it_out(page, "operations-sessions-profile")
+    assert (status, json.loads(body)) == (200, {"email": account["email"]})
+    if os.environ.get("AUTHSVC_TEST_SCREENSHOT"):  # the README's picture, taken here
+        from selenium.webdriver.common.by import By
+
+        block = page.find_element(By.ID, "operations-sessions-profile")
+        page.execute_script("arguments[0].scrollIntoView()", block)
+        assert block.screenshot(str(SCREENSHOT)), SCREENSHOT
+
+    status, _ = try_it_out(page, "operations-sessions-logout")
+    # fetch() follows the 302 itself, with the same method, and the page shows that
+    # answer: DELETE / is a 405 (the document says so). The logout itself ran, and its
+    # Set-Cookie cleared the cookie.
+    assert status == 405
+    assert access_log_status(page.server, "DELETE /sessions") == 302
+    assert page.get_cookie("session_id") is None
+    status, body = try_it_out(page, "operations-sessions-profile")
+    assert (status, json.loads(body)) == (403, {"message": "no valid session"})
+    assert console_errors(page, answers_expected=True) == []
+
+
+class _OtherSite(BaseHTTPRequestHandler):
+    """Serves one page, as another site would: `page_html` for every GET."""
+
+    page_html = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.page_html)))
+        self.end_headers()
+        self.wfile.write(self.page_html)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads the service's log, not this one's."""
+
+
+@pytest.fixture
+def other_site() -> Iterator[Callable[[str], str]]:
+    """Serve a page on http://localhost:<port>/: another site than http://127.0.0.1."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtherSite)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def serve(html: str) -> str:
+        _OtherSite.page_html = html.encode()
+        return f"http://localhost:{server.server_address[1]}/"
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+
+
+def test_samesite_lax_keeps_the_cookie_off_other_sites_requests(
+    page: object, other_site: Callable[[str], str]
+) -> None:
+    """Logged in on 127.0.0.1, the user visits a page on localhost (another site). Its
+    script's request to the service arrives without the cookie (403 in the service's
+    log); a link the user follows from it is a top-level navigation and carries it."""
+    from selenium.webdriver.common.by import By
+
+    open_docs(page)
+    account = {"email": "visitor@example.com", "password": "s3cret pw"}
+    assert try_it_out(page, "operations-account-register", account)[0] == 200
+    assert try_it_out(page, "operations-sessions-login", account)[0] == 200
+
+    service = page.server.url
+    page.get(
+        other_site(
+            f"""<!doctype html><title>elsewhere</title>
+            <a id="link" href="{service}/profile?from=link">your profile</a>
+            <script>
+              fetch("{service}/profile?from=script", {{mode: "no-cors", credentials: "include"}})
+                .then(() => {{ document.title = "sent"; }});
+            </script>"""
+        )
+    )
+    wait_for(lambda: page.title == "sent", "the other site's request")
+    assert access_log_status(page.server, "GET /profile?from=script") == 403
+    page.find_element(By.ID, "link").click()
+    wait_for(lambda: "/profile?from=link" in page.current_url, "the link's page")
+    assert json.loads(page.find_element(By.TAG_NAME, "body").text) == {
+        "email": account["email"]
+    }
+    assert access_log_status(page.server, "GET /profile?from=link") == 200
