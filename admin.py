@@ -86,6 +86,11 @@ def auth_from_env() -> Auth:
     return Auth(Config.from_env(os.environ), metrics=NoMetrics())
 
 
+def secret_key() -> str:
+    """AUTHSVC_SECRET_KEY, so a command's audit line hashes an email as the server does."""
+    return Config.from_env(os.environ).secret_key
+
+
 def read_password() -> str:
     """A password from a prompt (asked twice) on a terminal, else one line of stdin."""
     if sys.stdin.isatty():
@@ -124,7 +129,7 @@ def cmd_create_user(args: argparse.Namespace) -> str:
     try:
         user = auth_from_env().register_user(email, password)
     except DuplicateEmail:
-        audit("register", "duplicate", "cli", email=email)
+        audit("register", "duplicate", "cli", email=email, key=secret_key())
         raise CommandFailed("email already registered") from None
     audit("register", "ok", "cli", user=user)
     return f"user {user.id} created: {email}"

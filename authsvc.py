@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import hmac
 import importlib.util
+import ipaddress
 import json
 import logging
 import math
@@ -52,6 +54,7 @@ from werkzeug.exceptions import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, Rule
 from werkzeug.sansio.http import parse_cookie as parse_cookie_text
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
@@ -63,6 +66,7 @@ from store import (
     DatabaseUnavailable,
     DatabaseUnusable,
     DuplicateEmail,
+    LoginAttempts,
     Session,
     Store,
     User,
@@ -97,8 +101,19 @@ class Config:
     body_timeout: int = 10  # seconds to receive a request body
     db_pool_size: int = 16  # PostgreSQL connections per process at most
     cookie_secure: bool = False
-    login_max_failures: int = 10
+    cookie_name: str = "session_id"  # the course's; "__Host-session" behind TLS
+    login_max_failures: int = 10  # per (email, client)
+    email_max_failures: int = 100  # per email, from every client together
+    client_max_failures: int = 100  # per client, for every email together
     login_window: int = 15 * 60
+    reset_max_per_email: int = 3  # per hour
+    client_max_resets: int = 30  # per client, per hour
+    client_max_registrations: int = 30  # per client, per hour
+    trusted_proxies: int = 0  # proxies in front whose X-Forwarded-For entry is trusted
+    allowed_origins: tuple[
+        str, ...
+    ] = ()  # other origins whose pages may log in and out
+    secret_key: str = dataclasses.field(default="", repr=False)  # keys the audit hash
     reset_delivery: str = "response"  # or "smtp"
     smtp_host: str = "localhost"
     smtp_port: int = 25
@@ -139,12 +154,32 @@ class Config:
             reset_ttl=_env_int(
                 environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1, MAX_RESET_TTL
             ),
-            cookie_secure=_env_bool(
-                environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure
-            ),
             login_max_failures=_env_int(
                 environ, "AUTHSVC_LOGIN_MAX_FAILURES", defaults.login_max_failures, 1
             ),
+            email_max_failures=_env_int(
+                environ, "AUTHSVC_EMAIL_MAX_FAILURES", defaults.email_max_failures, 1
+            ),
+            client_max_failures=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_FAILURES", defaults.client_max_failures, 1
+            ),
+            reset_max_per_email=_env_int(
+                environ, "AUTHSVC_RESET_MAX_PER_EMAIL", defaults.reset_max_per_email, 1
+            ),
+            client_max_resets=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_RESETS", defaults.client_max_resets, 1
+            ),
+            client_max_registrations=_env_int(
+                environ,
+                "AUTHSVC_CLIENT_MAX_REGISTRATIONS",
+                defaults.client_max_registrations,
+                1,
+            ),
+            trusted_proxies=_env_int(
+                environ, "AUTHSVC_TRUSTED_PROXIES", defaults.trusted_proxies, 0, 10
+            ),
+            allowed_origins=_allowed_origins(environ),
+            secret_key=_secret_key(environ),
             login_window=_env_int(
                 environ,
                 "AUTHSVC_LOGIN_WINDOW",
@@ -158,6 +193,7 @@ class Config:
             db_pool_size=_env_int(
                 environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
             ),
+            **_cookie_settings(environ, defaults),
             **_smtp_settings(environ, defaults),
             **_metrics_settings(environ, defaults),
         )
@@ -201,6 +237,61 @@ def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, An
             "AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD must be set together"
         )
     return settings
+
+
+# RFC 6265's cookie-name: an RFC 9110 token.
+COOKIE_NAME_SHAPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+# A serialized origin, as browsers send it in `Origin`: scheme, host, optional port.
+ORIGIN_SHAPE = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?"
+)
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """The cookie's name and Secure flag, checked together.
+
+    A name starting `__Host-` or `__Secure-` is a promise browsers enforce: they refuse
+    such a cookie unless it is Secure (and for `__Host-`, Path=/ and no Domain, which
+    authsvc always sends). So such a name without AUTHSVC_COOKIE_SECURE=true would make
+    every login a cookie the browser drops: refused at start-up instead.
+    """
+    name = environ.get("AUTHSVC_COOKIE_NAME", defaults.cookie_name).strip()
+    secure = _env_bool(environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure)
+    if not COOKIE_NAME_SHAPE.fullmatch(name):
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_NAME must be 1-64 letters, digits or !#$%&'*+-.^_`|~, got {name!r}"
+        )
+    if name.lower().startswith(("__host-", "__secure-")) and not secure:
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_NAME={name} needs AUTHSVC_COOKIE_SECURE=true: browsers "
+            "keep a __Host- or __Secure- cookie only when it is Secure"
+        )
+    return {"cookie_name": name, "cookie_secure": secure}
+
+
+def _allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """AUTHSVC_ALLOWED_ORIGINS: comma-separated origins like https://app.example.com."""
+    raw = environ.get("AUTHSVC_ALLOWED_ORIGINS", "")
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not ORIGIN_SHAPE.fullmatch(origin):
+            raise ConfigError(
+                "AUTHSVC_ALLOWED_ORIGINS must be comma-separated origins such as "
+                f"https://app.example.com (scheme, host, optional port), got {origin!r}"
+            )
+    return origins
+
+
+def _secret_key(environ: Mapping[str, str]) -> str:
+    """AUTHSVC_SECRET_KEY, if set: at least 32 characters (e.g. `openssl rand -hex 32`)."""
+    key = environ.get("AUTHSVC_SECRET_KEY", "")
+    if key and len(key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(
+            f"AUTHSVC_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
+            "(openssl rand -hex 32 makes one)"
+        )
+    return key
 
 
 def _metrics_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
@@ -302,13 +393,19 @@ class InvalidCredentials(Exception):
     """Login refused: unknown email or wrong password (deliberately not saying which)."""
 
 
-class LoginThrottled(Exception):
-    """Too many login attempts for this email in the current window."""
+class Throttled(Exception):
+    """Too many attempts of one kind in the current window (logins, resets, sign-ups)."""
 
-    def __init__(self, retry_after: int) -> None:
-        """`retry_after`: whole seconds until the window ends and logins are counted anew."""
-        super().__init__(f"too many login attempts; retry in {retry_after} s")
+    def __init__(self, retry_after: int, message: str) -> None:
+        """`retry_after`: whole seconds until the window ends and attempts count anew.
+        `message`: what the client is told (whose attempts were too many)."""
+        super().__init__(message)
         self.retry_after = retry_after
+        self.message = message
+
+
+class LoginThrottled(Throttled):
+    """Too many login attempts for this email, or from this client, in the window."""
 
 
 class DeliveryFailed(Exception):
@@ -442,12 +539,14 @@ class Mailer:
             )
             raise DeliveryFailed("could not deliver the reset email") from None
 
-    def _send(self, to: str, body: str) -> None:
-        """Mail `body` to `to` under the reset subject. Raises DeliveryFailed."""
+    def _send(
+        self, to: str, body: str, subject: str = "Your authsvc password reset"
+    ) -> None:
+        """Mail `body` to `to`. Raises DeliveryFailed."""
         message = EmailMessage()
         message["From"] = self._config.smtp_from
         message["To"] = to
-        message["Subject"] = "Your authsvc password reset"
+        message["Subject"] = subject
         message.set_content(body)
         with self._session() as smtp:
             smtp.send_message(message)
@@ -460,6 +559,17 @@ class Mailer:
             f"Reset token: {reset_token}\n\n"
             f"It works once, within {self._config.reset_ttl // 60} minutes, together with this email\n"
             "address (PUT /reset_password). If you did not ask, ignore this message.\n",
+        )
+
+    def send_password_changed(self, to: str) -> None:
+        """Tell `to` that the account's password was just changed (ASVS 2.5.5): no token,
+        no password; if the owner did not do it, they learn it now. Raises DeliveryFailed."""
+        self._send(
+            to,
+            "The password of your authsvc account was just changed, and every session of\n"
+            "the account was ended. If you did this, nothing more is needed. If you did\n"
+            "not, ask for a password reset with this address now.\n",
+            subject="Your authsvc password was changed",
         )
 
     def send_no_account_notice(self, to: str) -> None:
@@ -505,11 +615,35 @@ HEALTH_TIMEOUT_SECONDS = 1.0
 # A session's public id as `_start_session` makes it: 32 hexadecimal digits.
 PUBLIC_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 
-# Reset requests are counted per email over this window (the reset_attempts table).
-RESET_COUNT_WINDOW = 60 * 60
-
 # What a session keeps of its login's User-Agent header, for the listing.
 MAX_USER_AGENT_CHARS = 256
+
+
+# Reset requests and sign-ups are counted per email and per client over an hour.
+CLIENT_COUNT_WINDOW = 60 * 60
+
+
+def client_key(address: str) -> str:
+    """The key a client's attempts are counted under: its address; for IPv6, its /64.
+
+    One IPv6 host usually holds a whole /64 and can pick a new address in it for each
+    request, so counting single IPv6 addresses would count nothing. Anything that is no
+    address (a Unix socket's peer, the CLI) shares the key "unknown".
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return "unknown"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def retry_after(tally: LoginAttempts, window: float, now: float) -> int:
+    """Whole seconds, at least 1, until the window of `tally` ends."""
+    return max(1, math.ceil(tally.window_started_at + window - now))
 
 
 class NoMetrics:
@@ -604,13 +738,23 @@ class Auth:
 
     # -- registration and login
 
-    def register_user(self, email: str, password: str) -> User:
+    def register_user(
+        self, email: str, password: str, client: str | None = None
+    ) -> User:
         """Create a user with a bcrypt hash of `password`.
 
         Raises DuplicateEmail, a ValueError "User <email> already exists", when the email
         is taken (the database's unique index decides); InvalidPassword past 72 bytes or
-        for a NUL character.
+        for a NUL character. With a `client` address (the HTTP layer's), the sign-up is
+        counted for it first: Throttled past AUTHSVC_CLIENT_MAX_REGISTRATIONS an hour.
         """
+        if client is not None:
+            self._count_client(
+                "register",
+                client_key(client),
+                self._config.client_max_registrations,
+                "too many sign-ups from this address; try again later",
+            )
         return self._db.add_user(email, self._hash(password))
 
     def _verify(self, email: str, password: str) -> User | None:
@@ -645,23 +789,20 @@ class Auth:
     ) -> tuple[User, str]:
         """Check a login attempt and start a session: (the user, the new session id).
 
-        Every attempt is counted for the email (registered or not) before the password
-        is checked; past `login_max_failures` attempts within `login_window` seconds it
-        raises LoginThrottled, even with the right password, until the window ends.
-        Raises InvalidCredentials for a wrong email or password, and also when a password
-        reset replaced the password while this one was being checked.
+        Every attempt is counted before the password is checked, three times over (one
+        write transaction): for the email from this client, for the email from every
+        client, and for the client whatever the email (`_count_login_attempt`). Past a
+        limit it raises LoginThrottled, even with the right password, until that window
+        ends. Raises InvalidCredentials for a wrong email or password, and also when a
+        password reset replaced the password while this one was being checked.
 
         A success is one write transaction: the new session (only if the stored hash is
         still the one checked), a re-hash if the configured cost has risen since the
-        password was stored (conditional on that same hash), and forgetting the count.
+        password was stored (conditional on that same hash), forgetting the email's
+        counts, and taking this attempt back from the client's count (it was no failure).
         """
-        now = self._clock()
-        window = self._config.login_window
-        tally = self._db.count_login_attempt(email, now, window)
-        if tally.attempts > self._config.login_max_failures:
-            raise LoginThrottled(
-                max(1, math.ceil(tally.window_started_at + window - now))
-            )
+        client = client_key(ip)
+        self._count_login_attempt(email, client)
         user = self._verify(email, password)
         if user is None:
             raise InvalidCredentials("wrong email or password")
@@ -674,8 +815,56 @@ class Auth:
                 raise InvalidCredentials("the password changed during the login")
             if rehashed is not None:
                 self._db.update_user(user.id, hashed_password=rehashed)
-            self._db.clear_login_attempts(email)
+            self._db.clear_login_attempts(email)  # from every client
+            self._db.uncount_client_attempt("login_client", client)
         return user, session_id
+
+    def _count_login_attempt(self, email: str, client: str) -> None:
+        """Count a login attempt and refuse it when a limit is passed (LoginThrottled).
+
+        - per (email, client), AUTHSVC_LOGIN_MAX_FAILURES (10): the lock-out. Someone
+          guessing at an account from their own address locks only that address out;
+          the owner, from their usual one, still logs in (Authelia and Devise count
+          per user; this counts per user and client, so the lock cannot be turned
+          against the owner from elsewhere);
+        - per email, AUTHSVC_EMAIL_MAX_FAILURES (100): a ceiling against guessing one
+          account from many addresses;
+        - per client, AUTHSVC_CLIENT_MAX_FAILURES (100): one address trying one
+          password on many emails (password spraying), OWASP ASVS 2.2.1.
+        Counted before the check, so a burst of simultaneous guesses is counted whole.
+        """
+        now = self._clock()
+        window = self._config.login_window
+        with self._db.transaction():
+            per_email = self._db.count_login_attempt(email, now, window)
+            per_pair = self._db.count_client_attempt(
+                "login_pair", client, now, window, email=email
+            )
+            per_client = self._db.count_client_attempt(
+                "login_client", client, now, window
+            )
+        if per_client.attempts > self._config.client_max_failures:
+            raise LoginThrottled(
+                retry_after(per_client, window, now),
+                "too many failed logins from this address; try again later",
+            )
+        for tally, limit in (
+            (per_pair, self._config.login_max_failures),
+            (per_email, self._config.email_max_failures),
+        ):
+            if tally.attempts > limit:
+                raise LoginThrottled(
+                    retry_after(tally, window, now),
+                    "too many failed logins for this email; try again later",
+                )
+
+    def _count_client(self, kind: str, client: str, limit: int, message: str) -> None:
+        """Count one request of `kind` from `client` over CLIENT_COUNT_WINDOW; Throttled
+        (with `message`) past `limit`."""
+        now = self._clock()
+        tally = self._db.count_client_attempt(kind, client, now, CLIENT_COUNT_WINDOW)
+        if tally.attempts > limit:
+            raise Throttled(retry_after(tally, CLIENT_COUNT_WINDOW, now), message)
 
     # -- sessions: one row per login, several per user
 
@@ -827,11 +1016,11 @@ class Auth:
         user = self.find_user(email)
         with self._db.transaction():
             self._db.lock_user(user.id)
-            self._db.update_user(
-                user.id, hashed_password=hashed, reset_token=None, reset_expires_at=None
-            )
+            self._db.update_user(user.id, hashed_password=hashed)
+            self._db.delete_reset_tokens_of(user.id)
             ended = self.end_all_sessions(user.id)
             self._db.clear_login_attempts(user.email)
+        self._notify_password_changed(user)
         return user, ended
 
     def purge(self) -> dict[str, int]:
@@ -842,7 +1031,13 @@ class Auth:
             self._live_after(now),
             {
                 "login_attempts": self._config.login_window,
-                "reset_attempts": RESET_COUNT_WINDOW,
+                "reset_attempts": CLIENT_COUNT_WINDOW,
+            },
+            {
+                "login_client": self._config.login_window,
+                "login_pair": self._config.login_window,
+                "reset": CLIENT_COUNT_WINDOW,
+                "register": CLIENT_COUNT_WINDOW,
             },
         )
 
@@ -863,58 +1058,89 @@ class Auth:
     # -- password reset
 
     def _record_reset_request(
-        self, email: str, user: User | None, reset_token: str
-    ) -> None:
-        """Count the request for `email` and, for a user, make `reset_token` their one
-        live token (replacing any earlier one): one write transaction either way, so a
-        registered and an unknown address cost the same (one commit, one fsync)."""
+        self, email: str, user: User | None, reset_token: str, client: str | None
+    ) -> int | None:
+        """Count a reset request and, within the limits, store `reset_token` for `user`.
+
+        One write transaction either way, so a registered and an unknown address cost
+        the same (one commit, one fsync). Raises Throttled past the client's limit
+        (AUTHSVC_CLIENT_MAX_RESETS an hour; the transaction, its count included, is
+        undone, so the count stays at the limit). Past the email's limit
+        (AUTHSVC_RESET_MAX_PER_EMAIL an hour) stores nothing and returns the seconds
+        until that window ends; else None. Earlier tokens stay usable.
+        """
         now = self._clock()
         with self._db.transaction():
-            self._db.count_reset_request(email, now, RESET_COUNT_WINDOW)
-            if user is not None:
-                self._db.update_user(
-                    user.id,
-                    reset_token=_digest(reset_token),
-                    reset_expires_at=now + self._config.reset_ttl,
+            if client is not None:
+                self._count_client(
+                    "reset",
+                    client_key(client),
+                    self._config.client_max_resets,
+                    "too many reset requests from this address; try again later",
                 )
+            tally = self._db.count_reset_request(email, now, CLIENT_COUNT_WINDOW)
+            if tally.attempts > self._config.reset_max_per_email:
+                return retry_after(tally, CLIENT_COUNT_WINDOW, now)
+            if user is not None:
+                self._db.add_reset_token(
+                    user.id, _digest(reset_token), now + self._config.reset_ttl
+                )
+        return None
 
-    def get_reset_password_token(self, email: str) -> str:
+    def get_reset_password_token(self, email: str, client: str | None = None) -> str:
         """Issue a reset token for `email` and return it (the course's delivery).
 
-        Raises UnknownEmail, a ValueError, when no user has this email.
+        Raises UnknownEmail, a ValueError, when no user has this email; Throttled past
+        the client's or the email's limit of requests (see `_record_reset_request`).
         """
-        try:
-            user = self._db.find_user_by(email=email)
-        except UserNotFound:
-            self._record_reset_request(email, None, "")
-            raise UnknownEmail("no user has this email") from None
-        reset_token = _generate_uuid()
-        self._record_reset_request(email, user, reset_token)
-        return reset_token
-
-    def mail_reset_token(self, email: str) -> User | None:
-        """Mail a new reset token to `email` if it is registered; return the user or None.
-
-        The token is stored only once the SMTP server has accepted the message, so a
-        failed delivery leaves no usable token and changes nothing. An unknown email
-        gets a notice instead (see Mailer.send_no_account_notice). Raises
-        DeliveryFailed; RuntimeError when delivery is not configured as smtp.
-        """
-        if self._mailer is None:
-            raise RuntimeError("mail_reset_token needs AUTHSVC_RESET_DELIVERY=smtp")
-        if not is_single_mailbox(email):
-            return None  # nobody could have registered it, and no mail can go there
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
             user = None
         reset_token = _generate_uuid()
+        wait = self._record_reset_request(email, user, reset_token, client)
+        if wait is not None:
+            raise Throttled(
+                wait, "too many reset requests for this email; try again later"
+            )
         if user is None:
-            self._mailer.send_no_account_notice(email)
-        else:
-            self._mailer.send_reset_token(user.email, reset_token)
-        self._record_reset_request(email, user, reset_token)
-        return user
+            raise UnknownEmail("no user has this email")
+        return reset_token
+
+    def mail_reset_token(
+        self, email: str, client: str | None = None
+    ) -> tuple[str, User | None]:
+        """Mail a new reset token to `email` if it is registered.
+
+        Returns what happened, for the audit line ("mailed", "unknown_email", "limited"),
+        and the user or None. An unknown email gets a notice instead (see
+        Mailer.send_no_account_notice). Past the email's limit of requests nothing is
+        sent at all ("limited"): the caller answers as usual, so nobody learns of the
+        limit, and nobody can flood a mailbox. The token is stored before the mail goes and deleted if the SMTP server
+        refuses it, so a failed delivery leaves no usable token. Raises DeliveryFailed;
+        Throttled past the client's limit; RuntimeError when delivery is not smtp.
+        """
+        if self._mailer is None:
+            raise RuntimeError("mail_reset_token needs AUTHSVC_RESET_DELIVERY=smtp")
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            user = None
+        reset_token = _generate_uuid()
+        if self._record_reset_request(email, user, reset_token, client) is not None:
+            return "limited", None
+        if not is_single_mailbox(email):
+            return "unknown_email", None  # nobody could have it; no mail can go there
+        try:
+            if user is None:
+                self._mailer.send_no_account_notice(email)
+            else:
+                self._mailer.send_reset_token(user.email, reset_token)
+        except DeliveryFailed:
+            if user is not None:
+                self._db.delete_reset_token(_digest(reset_token))
+            raise
+        return ("mailed", user) if user else ("unknown_email", None)
 
     def update_password(
         self, reset_token: str, password: str, email: str | None = None
@@ -922,41 +1148,62 @@ class Auth:
         """Set a new password with a reset token, which is then used up.
 
         When `email` is given (the HTTP layer always gives it) the token must have been
-        issued for that email. In the same transaction the change ends every session of
-        the user and clears the email's failed-login count (the owner has just proved
-        who they are, so a lock-out someone else caused ends with it).
+        issued for that email. In the same transaction the change ends every reset token
+        and every session of the user and clears the email's failed-login count (the
+        owner has just proved who they are, so a lock-out someone else caused ends with
+        it). Then, in smtp delivery, the address gets a notice of the change.
         Raises InvalidToken, a ValueError, for an unknown, used, expired or foreign
         token; InvalidPassword past 72 bytes or for a NUL character.
         """
         # Refuse a password bcrypt cannot take before anything else.
         _new_password_bytes(password)
-        filters: dict[str, Any] = {"reset_token": _digest(reset_token)}
-        if email is not None:
-            filters["email"] = email
+        digest = _digest(reset_token)
         # Check first, hash after: a made-up token costs a lookup, not a quarter second
         # of bcrypt. And hash outside the write lock, which bcrypt would hold that long.
-        self._live_reset_holder(filters)
+        self._live_reset_holder(digest, email)
         hashed = self._hash(password)
         # Check again inside one transaction, with the user's row locked, and spend the
-        # token with a conditional UPDATE: of two requests racing with one token (on any
+        # token with a conditional DELETE: of two requests racing with one token (on any
         # workers or hosts), exactly one still finds it there.
         with self._db.transaction():
-            user = self._live_reset_holder(filters)
+            user = self._live_reset_holder(digest, email)
             self._db.lock_user(user.id)
-            if not self._db.replace_password(user.id, filters["reset_token"], hashed):
+            if not self._db.spend_reset_token(user.id, digest, self._clock(), hashed):
                 raise InvalidToken("reset token is not valid")
             self.destroy_session(user.id)
             self._db.clear_login_attempts(user.email)
+        self._notify_password_changed(user)
 
-    def _live_reset_holder(self, filters: dict[str, Any]) -> User:
-        """The user whose unexpired reset token matches `filters`; InvalidToken if none."""
-        try:
-            user = self._db.find_user_by(**filters)
-        except UserNotFound:
-            raise InvalidToken("reset token is not valid") from None
-        if user.reset_expires_at is None or user.reset_expires_at <= self._clock():
+    def _live_reset_holder(self, digest: str, email: str | None) -> User:
+        """The user holding the unexpired reset token of this digest, issued for `email`
+        when one is given; InvalidToken if there is none."""
+        found = self._db.reset_token_holder(digest)
+        if found is None or found[1] <= self._clock():
             raise InvalidToken("reset token is not valid")
+        user = found[0]
+        if email is not None:
+            try:
+                owner = self._db.find_user_by(email=email)
+            except UserNotFound:
+                raise InvalidToken("reset token is not valid") from None
+            if owner.id != user.id:
+                raise InvalidToken("reset token is not valid")
         return user
+
+    def _notify_password_changed(self, user: User) -> None:
+        """In smtp delivery, mail the user a notice of the change (ASVS 2.5.5).
+
+        After the change is committed: a mail server that fails does not undo it, and
+        is logged (Mailer logs the error's class; this says which notice was lost).
+        """
+        if self._mailer is None:
+            return
+        try:
+            self._mailer.send_password_changed(user.email)
+        except DeliveryFailed:
+            logger.warning(
+                "the password-change notice for user %d could not be mailed", user.id
+            )
 
 
 # =============================================================================================
@@ -1204,18 +1451,24 @@ def valid_token(token: str) -> str:
 # Responses
 # =============================================================================================
 
-SESSION_COOKIE = "session_id"
 
-# RFC 9110 requires a challenge on every 401. There is no registered scheme for "log in
-# with a form and get a cookie"; this one follows the expired draft-broyer-http-cookie-auth
-# and tells a client where to log in and which cookie it will get.
-LOGIN_CHALLENGE = WWWAuthenticate(
-    "Cookie",
-    {"realm": "authsvc", "form-action": "/sessions", "cookie-name": SESSION_COOKIE},
-)
+def login_challenge(cookie_name: str) -> WWWAuthenticate:
+    """The `WWW-Authenticate` of a 401 at login.
+
+    RFC 9110 requires a challenge on every 401. There is no registered scheme for "log
+    in with a form and get a cookie"; this one follows the expired
+    draft-broyer-http-cookie-auth and tells a client where to log in and which cookie it
+    will get.
+    """
+    return WWWAuthenticate(
+        "Cookie",
+        {"realm": "authsvc", "form-action": "/sessions", "cookie-name": cookie_name},
+    )
+
 
 # Each domain error Auth can raise, and what the client sees. The one place that decides.
-# (InvalidCredentials and LoginThrottled are answered in on_login: they carry headers.)
+# (InvalidCredentials is answered in on_login, Throttled in dispatch_request: they carry
+# headers.)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DuplicateEmail: (400, "email already registered"),
     UnknownSession: (404, "no such session"),
@@ -1249,8 +1502,8 @@ def http_error_response(error: HTTPException, environ: Mapping[str, Any]) -> Res
     return response
 
 
-def session_cookie(request: ApiRequest) -> str | None:
-    """The `session_id` cookie the browser sent, or None.
+def session_cookie(request: ApiRequest, name: str = "session_id") -> str | None:
+    """The session cookie (`name`, AUTHSVC_COOKIE_NAME) the browser sent, or None.
 
     A browser sends its cookies in one header, `Cookie: session_id=...; other=...`, which
     WSGI hands over as `environ["HTTP_COOKIE"]`. Reading that one key is much cheaper
@@ -1264,10 +1517,24 @@ def session_cookie(request: ApiRequest) -> str | None:
     """
     header = request.environ.get("HTTP_COOKIE", "")
     text = header.encode("latin-1", "replace").decode("utf-8", "replace")
-    value = parse_cookie_text(text).get(SESSION_COOKIE)
+    value = parse_cookie_text(text).get(name)
     if value is None or not value.isascii():
         return None
     return value
+
+
+def client_address(request: ApiRequest) -> str:
+    """The client's address: the socket's peer, or behind AUTHSVC_TRUSTED_PROXIES
+    proxies the X-Forwarded-For entry the nearest trusted one added (ProxyFix has put
+    it in REMOTE_ADDR). Whatever is not an IP address (a Unix socket's peer, or a
+    header value no proxy would write) is "": no address to store or show, and counted
+    under the key "unknown" (`client_key`).
+    """
+    address = request.remote_addr or ""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return ""
 
 
 def device_of(request: ApiRequest) -> tuple[str, str]:
@@ -1278,7 +1545,7 @@ def device_of(request: ApiRequest) -> tuple[str, str]:
     """
     agent = request.environ.get("HTTP_USER_AGENT", "")[:MAX_USER_AGENT_CHARS]
     agent = "".join(char if char.isprintable() else "?" for char in agent)
-    return agent, request.remote_addr or ""
+    return agent, client_address(request)
 
 
 def iso_utc(unix_seconds: float) -> str:
@@ -1294,23 +1561,33 @@ def audit(
     *,
     user: User | None = None,
     email: str | None = None,
+    key: str = "",
 ) -> None:
     """Write one audit line: event, outcome, who (user id, else an email hash), from where.
 
-    The HTTP layer passes the client's address; the admin commands pass "cli". Never a
-    password, token, hash or cookie.
+    The HTTP layer passes the client's address; the admin commands pass "cli". `key`:
+    AUTHSVC_SECRET_KEY, which makes the email hash keyed. Never a password, token, hash
+    or cookie.
     """
     if user is not None:
         who = f"user={user.id}"
     else:
-        who = f"email_hash={email_hash(email)}" if email else "user=-"
+        who = f"email_hash={email_hash(email, key)}" if email else "user=-"
     audit_logger.info("event=%s outcome=%s %s client=%s", event, outcome, who, client)
 
 
-def email_hash(email: str) -> str:
-    """A short SHA-256 of the lower-cased email: lets the audit trail follow one address
-    without writing the address itself into the logs."""
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
+def email_hash(email: str, key: str = "") -> str:
+    """A short hash of the lower-cased email: lets the audit trail follow one address
+    without writing the address itself into the logs.
+
+    With `key` (AUTHSVC_SECRET_KEY) an HMAC-SHA-256: a reader of the logs who guesses an
+    address cannot check the guess without the key. Without it a plain SHA-256, which
+    anyone can compute for a guessed address (start-up warns).
+    """
+    data = email.strip().lower().encode("utf-8")
+    if key:
+        return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()[:16]
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 # =============================================================================================
@@ -1373,6 +1650,12 @@ def docs_assets() -> dict[str, Path]:
     }
 
 
+# Endpoints a page of another site must not reach (AuthApp.refuse_other_sites): the
+# ones that change state with the session cookie, and the login (login CSRF).
+ORIGIN_CHECKED_ENDPOINTS = frozenset(
+    {"login", "logout", "end_session", "end_other_sessions"}
+)
+
 # Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
 # no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
 # Endpoints whose answer depends on the session cookie: `Vary: Cookie`, so no cache
@@ -1405,6 +1688,17 @@ class AuthApp:
         self.auth = auth
         self.config = config
         self.metrics = auth.metrics
+        self.login_challenge = login_challenge(config.cookie_name)
+        if config.trusted_proxies:
+            # Behind N proxies, each appends the address it got the request from to
+            # X-Forwarded-For (and the scheme to X-Forwarded-Proto): the Nth entry from
+            # the right is the one the nearest trusted proxy saw. Entries further left
+            # are whatever the client wrote, and are never used.
+            self.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+                self.wsgi_app,
+                x_for=config.trusted_proxies,
+                x_proto=config.trusted_proxies,
+            )
         # Bound once: routing looks only at the path and the method, so the per-request
         # `bind_to_environ` (host, scheme, script name) would be work thrown away.
         self.routes = URL_MAP.bind("authsvc")
@@ -1424,10 +1718,17 @@ class AuthApp:
     ) -> None:
         """Write one audit line: event, outcome, who (user id, else an email hash), and from where.
 
-        Never a password, token, hash or cookie. `remote_addr` is the peer of the socket:
-        behind a proxy, the proxy's address (see README.md, "Security").
+        Never a password, token, hash or cookie. The address is `client_address`'s: behind
+        AUTHSVC_TRUSTED_PROXIES proxies, the client's as the nearest proxy saw it.
         """
-        audit(event, outcome, request.remote_addr or "-", user=user, email=email)
+        audit(
+            event,
+            outcome,
+            client_address(request) or "-",
+            user=user,
+            email=email,
+            key=self.config.secret_key,
+        )
         self.metrics.event(event, outcome)  # counts it: logins by outcome, ...
 
     def body_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
@@ -1493,7 +1794,10 @@ class AuthApp:
         email = new_email(fields["email"])
         password = new_password("password", fields["password"])
         try:
-            user = self.auth.register_user(email, password)
+            user = self.auth.register_user(email, password, client_address(request))
+        except Throttled:
+            self.audit(request, "register", "throttled", email=email)
+            raise
         except DuplicateEmail:
             self.audit(request, "register", "duplicate", email=email)
             raise
@@ -1508,19 +1812,15 @@ class AuthApp:
         user_agent, ip = device_of(request)
         try:
             user, session_id = self.auth.log_in(email, password, user_agent, ip)
-        except LoginThrottled as throttled:
+        except LoginThrottled:
             self.audit(request, "login", "throttled", email=email)
-            # 429 with Retry-After: how many seconds until this email may try again.
-            raise TooManyRequests(
-                "too many failed logins for this email; try again later",
-                retry_after=throttled.retry_after,
-            ) from None
+            raise  # 429 with Retry-After (dispatch_request)
         except InvalidCredentials:
             self.audit(request, "login", "failed", email=email)
             # One message for an unknown email and a wrong password: which one it was
             # would tell an attacker who is registered.
             raise Unauthorized(
-                "wrong email or password", www_authenticate=LOGIN_CHALLENGE
+                "wrong email or password", www_authenticate=self.login_challenge
             ) from None
         self.audit(request, "login", "ok", user=user)
         response = json_response({"email": email, "message": "logged in"})
@@ -1528,7 +1828,7 @@ class AuthApp:
         # SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
         # following a link to us still does. Path=/: sent to every route of the service.
         response.set_cookie(
-            SESSION_COOKIE,
+            self.config.cookie_name,
             session_id,
             path="/",
             httponly=True,
@@ -1544,7 +1844,7 @@ class AuthApp:
         attributes: a browser treats a cookie with another path as a different cookie.
         """
         response.delete_cookie(
-            SESSION_COOKIE,
+            self.config.cookie_name,
             path="/",
             httponly=True,
             samesite="Lax",
@@ -1553,14 +1853,14 @@ class AuthApp:
 
     def current_session(self, request: ApiRequest) -> tuple[User, Session]:
         """The user and live session of the request's cookie; 403 when there is none."""
-        found = self.auth.get_session(session_cookie(request))
+        found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
         if found is None:
             raise Forbidden("no valid session")
         return found
 
     def on_logout(self, request: ApiRequest) -> Response:
         """DELETE /sessions: end this session (the user's others stay) and send the browser home."""
-        user = self.auth.log_out(session_cookie(request))
+        user = self.auth.log_out(session_cookie(request, self.config.cookie_name))
         if user is None:
             self.audit(request, "logout", "no_session")
             raise Forbidden("no valid session")
@@ -1620,7 +1920,12 @@ class AuthApp:
         if self.config.reset_delivery == "smtp":
             return self._mail_reset_token(request, email)
         try:
-            reset_token = self.auth.get_reset_password_token(email)
+            reset_token = self.auth.get_reset_password_token(
+                email, client_address(request)
+            )
+        except Throttled:
+            self.audit(request, "reset_request", "throttled", email=email)
+            raise
         except UnknownEmail:
             self.audit(request, "reset_request", "unknown_email", email=email)
             raise
@@ -1630,11 +1935,13 @@ class AuthApp:
     def _mail_reset_token(self, request: ApiRequest, email: str) -> Response:
         """smtp delivery: the same 200 for every address, the token only in the mail."""
         try:
-            user = self.auth.mail_reset_token(email)
+            outcome, user = self.auth.mail_reset_token(email, client_address(request))
+        except Throttled:
+            self.audit(request, "reset_request", "throttled", email=email)
+            raise
         except DeliveryFailed:
             self.audit(request, "reset_request", "mail_failed", email=email)
             raise
-        outcome = "mailed" if user else "unknown_email"
         self.audit(request, "reset_request", outcome, user=user, email=email)
         return json_response({"message": RESET_MAILED_MESSAGE})
 
@@ -1654,6 +1961,27 @@ class AuthApp:
 
     # -- plumbing
 
+    def refuse_other_sites(self, request: ApiRequest) -> None:
+        """403 for a request a browser says comes from a page of another site.
+
+        OWASP's CSRF cheat sheet, "verifying origin with standard headers": a browser
+        sends `Origin` with every POST and DELETE it makes for a page (scripts and
+        forms), and `Sec-Fetch-Site` with every request. SameSite=Lax already keeps the
+        cookie off such requests; this is the second wall, and the only one for a login
+        (a page that logs the visitor in as the attacker, "login CSRF", sends no cookie
+        at all). Clients that are not browsers (curl, requests, the course's script)
+        send neither header and pass. `Origin: null` (a sandboxed or file: page) is no
+        origin of ours.
+        """
+        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+            raise Forbidden("cross-site request refused")
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        own = request.host_url.rstrip("/")  # scheme and Host of this request
+        if origin != own and origin not in self.config.allowed_origins:
+            raise Forbidden("cross-site request refused")
+
     def dispatch_request(self, request: ApiRequest) -> Response:
         """Route the request and turn every expected failure into a JSON error response."""
         try:
@@ -1662,9 +1990,17 @@ class AuthApp:
             return http_error_response(error, request.environ)
         request.route = endpoint
         try:
+            if endpoint in ORIGIN_CHECKED_ENDPOINTS:
+                self.refuse_other_sites(request)
             response = getattr(self, f"on_{endpoint}")(request, **arguments)
         except HTTPException as error:
             response = http_error_response(error, request.environ)
+        except Throttled as throttled:
+            # 429 with Retry-After: how many seconds until the window ends.
+            response = http_error_response(
+                TooManyRequests(throttled.message, retry_after=throttled.retry_after),
+                request.environ,
+            )
         except tuple(DOMAIN_ERRORS) as error:
             status, message = DOMAIN_ERRORS[type(error)]
             response = json_response({"message": message}, status)
@@ -1744,6 +2080,12 @@ def create_app(config: Config | None = None) -> AuthApp:
             "AUTHSVC_RESET_DELIVERY=response: POST /reset_password hands a reset token to "
             "whoever asks, which lets anyone who knows an email take the account. Use "
             "AUTHSVC_RESET_DELIVERY=smtp in production."
+        )
+    if not config.secret_key:
+        logger.warning(
+            "AUTHSVC_SECRET_KEY is not set: the audit trail's email hashes are plain "
+            "SHA-256, which anyone can compute for an address they guess. Set it (at "
+            "least 32 characters, e.g. openssl rand -hex 32) to make them keyed."
         )
     return AuthApp(Auth(config), config)
 

@@ -79,3 +79,35 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
 
 -- @migration 6: live sessions counted from an index
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at, last_used_at);
+
+-- @migration 7: per-client counters, several live reset tokens per user (see schema.sql)
+CREATE TABLE IF NOT EXISTS client_attempts (
+    kind VARCHAR(16) NOT NULL,
+    client VARCHAR(64) NOT NULL,
+    subject VARCHAR(64) NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL,
+    window_started_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (kind, client, subject)
+);
+
+CREATE INDEX IF NOT EXISTS client_attempts_window ON client_attempts (window_started_at);
+
+CREATE INDEX IF NOT EXISTS client_attempts_subject ON client_attempts (kind, subject);
+
+CREATE TABLE IF NOT EXISTS reset_tokens (
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS reset_tokens_user ON reset_tokens (user_id);
+
+CREATE INDEX IF NOT EXISTS reset_tokens_expiry ON reset_tokens (expires_at);
+
+INSERT INTO reset_tokens (digest, user_id, expires_at)
+SELECT reset_token, id, reset_expires_at
+FROM users
+WHERE reset_token IS NOT NULL
+  AND reset_expires_at > EXTRACT(EPOCH FROM now());
+
+UPDATE users SET reset_token = NULL, reset_expires_at = NULL WHERE reset_token IS NOT NULL;

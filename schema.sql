@@ -136,3 +136,51 @@ CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email_key);
 -- GET /metrics reports how many sessions are live (AUTHSVC_METRICS): COUNT(*) over this
 -- index's range `expires_at > now`, last use checked in the index itself, never the table.
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at, last_used_at);
+
+-- @migration 7: per-client counters, several live reset tokens per user
+-- Counters per client address (the address GET /sessions shows, or for IPv6 its /64),
+-- for each kind of request a client is limited in: failed logins from the client
+-- ('login_client'), logins of one email from one client ('login_pair': the lock-out an
+-- attacker cannot impose on the owner's usual client), reset requests ('reset') and
+-- registrations ('register'). One row per (kind, key) and window; the window of the
+-- kind's setting, from its first attempt.
+CREATE TABLE IF NOT EXISTS client_attempts (
+    kind VARCHAR(16) NOT NULL,
+    -- The client's address (for IPv6, its /64).
+    client VARCHAR(64) NOT NULL,
+    -- For 'login_pair', the SHA-256 of the email's key (so a successful login or reset
+    -- can forget every client's count for the email); '' for the other kinds.
+    subject VARCHAR(64) NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL,
+    window_started_at REAL NOT NULL,
+    PRIMARY KEY (kind, client, subject)
+);
+
+CREATE INDEX IF NOT EXISTS client_attempts_window ON client_attempts (window_started_at);
+
+CREATE INDEX IF NOT EXISTS client_attempts_subject ON client_attempts (kind, subject);
+
+-- Each reset request makes a token of its own, each usable once, until it expires or the
+-- password changes: a new request no longer replaces the owner's mailed token, so
+-- somebody requesting again and again cannot keep the owner from resetting. At most
+-- AUTHSVC_RESET_MAX_PER_EMAIL are made per hour. users.reset_token stays in the table
+-- (the course model) but nothing writes it any more, as users.session_id.
+CREATE TABLE IF NOT EXISTS reset_tokens (
+    -- SHA-256 (hex) of the token, never the token itself.
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at REAL NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS reset_tokens_user ON reset_tokens (user_id);
+
+CREATE INDEX IF NOT EXISTS reset_tokens_expiry ON reset_tokens (expires_at);
+
+-- A token issued before this upgrade keeps working until it expires.
+INSERT INTO reset_tokens (digest, user_id, expires_at)
+SELECT reset_token, id, reset_expires_at
+FROM users
+WHERE reset_token IS NOT NULL
+  AND reset_expires_at > CAST(strftime('%s', 'now') AS REAL);
+
+UPDATE users SET reset_token = NULL, reset_expires_at = NULL WHERE reset_token IS NOT NULL;

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -169,15 +170,23 @@ _SELECT_SESSION_AND_USER = (
     "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
 )
 
-# What `copy_into` copies, in an order that keeps foreign keys satisfied.
+# The columns of `reset_tokens` (migration 7): one row per live token.
+RESET_TOKEN_COLUMNS = ("digest", "user_id", "expires_at")
+
+# What `copy_into` copies, in an order that keeps foreign keys satisfied; each table in
+# the order of its first column (its key).
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "users": USER_COLUMNS,
     "sessions": SESSION_COLUMNS,
+    "reset_tokens": RESET_TOKEN_COLUMNS,
 }
 
 # The tables that count attempts per email within a window, all of one shape
 # (login_attempts, migration 2; reset_attempts, migration 4).
 ATTEMPT_TABLES = ("login_attempts", "reset_attempts")
+
+# The kinds of per-client counter in `client_attempts` (migration 7).
+CLIENT_ATTEMPT_KINDS = ("login_client", "login_pair", "reset", "register")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -613,6 +622,14 @@ def _attempt_key(email: str) -> str:
     return email_key(email).replace("\0", "\ufffd")
 
 
+def _subject_key(email: str) -> str:
+    """What `client_attempts.subject` holds for an email: the SHA-256 of its attempt key
+    (short, and no address in the table); '' for none."""
+    if not email:
+        return ""
+    return hashlib.sha256(_attempt_key(email).encode("utf-8")).hexdigest()
+
+
 def _user_from_row(row: Any, prefix: str = "") -> User:
     """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name)."""
     return User(**{column: row[prefix + column] for column in USER_COLUMNS})
@@ -923,23 +940,72 @@ class Store:
         if cursor.rowcount == 0:
             raise UserNotFound(f"no user with id {user_id}")
 
-    def replace_password(
-        self, user_id: int, reset_digest: str, hashed_password: str
-    ) -> bool:
-        """Set a new password hash with the reset token of this digest, using it up.
+    # -- reset tokens: one row per live token (migration 7)
 
-        True when the token was still the user's; False when another request spent it
-        first. The condition is in the UPDATE itself: on PostgreSQL a second UPDATE of
-        the row waits for the first to commit and then finds the token gone.
+    def add_reset_token(self, user_id: int, digest: str, expires_at: float) -> None:
+        """Store a new reset token's digest for the user; earlier ones stay usable."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO reset_tokens (digest, user_id, expires_at) VALUES (?, ?, ?)",
+                (digest, user_id, expires_at),
+            )
+
+    def reset_token_holder(self, digest: str) -> tuple[User, float] | None:
+        """The user whose reset token has this digest, and when it expires; None if no
+        token has it. Expired or not: the caller decides with its clock."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT t.expires_at AS token_expires_at, "
+                f"{', '.join('u.' + column for column in USER_COLUMNS)} "
+                "FROM reset_tokens AS t JOIN users AS u ON u.id = t.user_id"
+                " WHERE t.digest = ?",
+                (digest,),
+            ).fetchall()
+        if not rows:
+            return None
+        return _user_from_row(rows[0]), rows[0]["token_expires_at"]
+
+    def delete_reset_token(self, digest: str) -> None:
+        """Forget one token (one whose mail could not be sent)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(conn, "DELETE FROM reset_tokens WHERE digest = ?", (digest,))
+
+    def delete_reset_tokens_of(self, user_id: int) -> None:
+        """End every reset token of the user (an operator set the password)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
+            )
+
+    def spend_reset_token(
+        self, user_id: int, digest: str, now: float, hashed_password: str
+    ) -> bool:
+        """Set a new password hash with the live token of this digest, and end every
+        token of the user (the password they were for has changed).
+
+        True when the token was still there and live; False when another request spent
+        it first or it expired. The DELETE ... WHERE is the condition: of two requests
+        racing with one token, on any workers or hosts, exactly one deletes its row.
         """
         with self.transaction(), self._conn() as conn:
-            cursor = self._execute(
+            spent = self._execute(
                 conn,
-                "UPDATE users SET hashed_password = ?, reset_token = NULL,"
-                " reset_expires_at = NULL WHERE id = ? AND reset_token = ?",
-                (hashed_password, user_id, reset_digest),
+                "DELETE FROM reset_tokens WHERE digest = ? AND user_id = ? AND expires_at > ?",
+                (digest, user_id, now),
+            ).rowcount
+            if spent != 1:
+                return False
+            self._execute(
+                conn,
+                "UPDATE users SET hashed_password = ? WHERE id = ?",
+                (hashed_password, user_id),
             )
-        return cursor.rowcount == 1
+            self._execute(
+                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
+            )
+        return True
 
     def lock_user(self, user_id: int) -> None:
         """Inside `transaction()`: make other writers of this user wait until it ends."""
@@ -1142,12 +1208,58 @@ class Store:
         )
 
     def clear_login_attempts(self, email: str) -> None:
-        """Forget the login attempts of `email` (after a successful login or reset)."""
+        """Forget the login attempts of `email`, from every client (after a successful
+        login or reset)."""
         with self.transaction(), self._conn() as conn:
             self._execute(
                 conn,
                 "DELETE FROM login_attempts WHERE email = ?",
                 (_attempt_key(email),),
+            )
+            self._execute(
+                conn,
+                "DELETE FROM client_attempts WHERE kind = 'login_pair' AND subject = ?",
+                (_subject_key(email),),
+            )
+
+    def count_client_attempt(
+        self, kind: str, client: str, now: float, window: float, email: str = ""
+    ) -> LoginAttempts:
+        """Count one attempt of `kind` for `client` (and `email`, for 'login_pair');
+        the tally of its current window.
+
+        The same upsert as `_count_attempt`, in `client_attempts` under (kind, client,
+        subject); ended windows of this kind are deleted first.
+        """
+        if kind not in CLIENT_ATTEMPT_KINDS:
+            raise InvalidQuery(f"not a kind of client attempt: {kind}")
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "DELETE FROM client_attempts WHERE kind = ? AND window_started_at <= ?",
+                (kind, now - window),
+            )
+            (row,) = self._execute(
+                conn,
+                "INSERT INTO client_attempts"
+                " (kind, client, subject, attempts, window_started_at)"
+                " VALUES (?, ?, ?, 1, ?) ON CONFLICT (kind, client, subject)"
+                " DO UPDATE SET attempts = client_attempts.attempts + 1"
+                " RETURNING attempts, window_started_at",
+                (kind, client, _subject_key(email), now),
+            ).fetchall()
+        return LoginAttempts(
+            attempts=row["attempts"], window_started_at=row["window_started_at"]
+        )
+
+    def uncount_client_attempt(self, kind: str, client: str) -> None:
+        """Take back one counted attempt (a login that succeeded was no failure)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "UPDATE client_attempts SET attempts = attempts - 1"
+                " WHERE kind = ? AND client = ? AND subject = '' AND attempts > 0",
+                (kind, client),
             )
 
     # -- bulk loading (tests/bench.py seeds a million users with it)
@@ -1179,7 +1291,7 @@ class Store:
         with self._conn() as conn:
             return not any(
                 self._execute(conn, f"SELECT 1 FROM {table} LIMIT 1").fetchall()
-                for table in (*COPIED_TABLES, *ATTEMPT_TABLES)
+                for table in (*COPIED_TABLES, *ATTEMPT_TABLES, "client_attempts")
             )
 
     def count_rows(self) -> dict[str, int]:
@@ -1211,14 +1323,15 @@ class Store:
                 copied[table] = 0
                 with self._conn() as source:
                     cursor = self._execute(
-                        source, f"SELECT {names} FROM {table} ORDER BY id"
+                        source, f"SELECT {names} FROM {table} ORDER BY {columns[0]}"
                     )
                     while rows := cursor.fetchmany(batch):
                         out.cursor().executemany(
                             insert, [tuple(row[c] for c in columns) for row in rows]
                         )
                         copied[table] += len(rows)
-                target.dialect.after_copy(out, table)
+                if columns[0] == "id":
+                    target.dialect.after_copy(out, table)
         return copied
 
     # -- operating (python authsvc.py purge / users)
@@ -1228,13 +1341,15 @@ class Store:
         now: float,
         live_after: float,
         windows: dict[str, float],
+        client_windows: dict[str, float] | None = None,
         batch: int = 1000,
     ) -> dict[str, int]:
         """Delete ended sessions, expired reset tokens and ended attempt windows.
 
         In batches of `batch` rows, each its own short transaction, so a purge run from
         cron while the server runs never holds the write lock for long. `windows` gives
-        each attempt table's window length. Returns the count per kind.
+        each attempt table's window length, `client_windows` each kind of client
+        counter's. Returns the count per kind.
         """
         counts = {
             "sessions": self._delete_in_batches(
@@ -1243,27 +1358,34 @@ class Store:
                 (now, live_after),
                 batch,
             ),
-            "reset_tokens": 0,
+            "reset_tokens": self._delete_in_batches(
+                "reset_tokens", "expires_at <= ?", (now,), batch, key="digest"
+            ),
         }
-        while True:
-            with self.transaction(), self._conn() as conn:
-                cleared = self._execute(
-                    conn,
-                    "UPDATE users SET reset_token = NULL, reset_expires_at = NULL"
-                    " WHERE id IN (SELECT id FROM users WHERE reset_token IS NOT NULL"
-                    " AND reset_expires_at <= ? LIMIT ?)",
-                    (now, batch),
-                ).rowcount
-            counts["reset_tokens"] += cleared
-            if cleared < batch:
-                break
         for table, window in windows.items():
             if table not in ATTEMPT_TABLES:
                 raise InvalidQuery(f"not a table of attempts: {table}")
             counts[table] = self._delete_in_batches(
                 table, "window_started_at <= ?", (now - window,), batch, key="email"
             )
+        counts["client_attempts"] = 0
+        for kind, window in (client_windows or {}).items():
+            if kind not in CLIENT_ATTEMPT_KINDS:
+                raise InvalidQuery(f"not a kind of client attempt: {kind}")
+            counts["client_attempts"] += self._delete_client_attempts(
+                kind, now - window
+            )
         return counts
+
+    def _delete_client_attempts(self, kind: str, before: float) -> int:
+        """Delete the ended windows of one kind of client counter, in one statement:
+        each count already deletes its kind's ended rows, so few are ever left."""
+        with self.transaction(), self._conn() as conn:
+            return self._execute(
+                conn,
+                "DELETE FROM client_attempts WHERE kind = ? AND window_started_at <= ?",
+                (kind, before),
+            ).rowcount
 
     def _delete_in_batches(
         self, table: str, condition: str, params: tuple, batch: int, key: str = "id"

@@ -148,7 +148,9 @@ def postgres() -> Iterator[pgserver.PostgresServer]:
 
 _database_numbers = itertools.count(1)
 # Every table a test can write, emptied before each PostgreSQL test.
-ALL_TABLES = "users, sessions, login_attempts, reset_attempts"
+ALL_TABLES = (
+    "users, sessions, login_attempts, reset_attempts, client_attempts, reset_tokens"
+)
 
 
 def new_database_url(
@@ -225,10 +227,25 @@ def write_lock_held(db: str) -> Iterator[None]:
         holder.close()
 
 
+# The per-client and per-email request limits (README "Security"), out of the way: the
+# tests make hundreds of sign-ups, logins and resets from one address. The tests of
+# those limits (tests/test_limits.py) set them again.
+GENEROUS_LIMITS = {
+    "client_max_failures": 1_000_000,
+    "client_max_registrations": 1_000_000,
+    "client_max_resets": 1_000_000,
+    "reset_max_per_email": 1_000_000,
+}
+GENEROUS_LIMITS_ENV = {
+    f"AUTHSVC_{name.upper()}": str(value) for name, value in GENEROUS_LIMITS.items()
+}
+
+
 @pytest.fixture
 def config(database_url: str) -> Config:
-    """Settings for one test: its own empty database, bcrypt at the lowest cost."""
-    return Config(db=database_url, bcrypt_rounds=FAST_ROUNDS)
+    """Settings for one test: its own empty database, bcrypt at the lowest cost, the
+    request limits out of the way."""
+    return Config(db=database_url, bcrypt_rounds=FAST_ROUNDS, **GENEROUS_LIMITS)
 
 
 @pytest.fixture
@@ -341,6 +358,7 @@ def start_gunicorn(
     """servers.start_gunicorn with bcrypt at the test cost; a server that fails fails the test."""
     env = {
         "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
+        **GENEROUS_LIMITS_ENV,
         **(options.pop("env", None) or {}),
     }
     try:

@@ -68,7 +68,7 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
 
     result = run_command("copy-db", sqlite_path, url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "users: 5, sessions: 1 copied"
+    assert result.stdout.strip() == "users: 5, sessions: 1, reset_tokens: 1 copied"
 
     server = start_gunicorn_on(url)
     profile = requests.get(
@@ -249,6 +249,9 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     past.create_session("old@example.com")
     past.get_reset_password_token("old@example.com")
     past._db.count_login_attempt("x@example.com", time.time() - 2 * 86400, 900)
+    past._db.count_client_attempt(
+        "login_client", "192.0.2.1", time.time() - 2 * 86400, 900
+    )
     past.close()
     now = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     now.register_user("new@example.com", "pw")  # not old@: a login purges its user's
@@ -257,7 +260,8 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     result = run_command("purge", db=database_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "sessions: 1, reset_tokens: 1, login_attempts: 1, reset_attempts: 1 deleted"
+        "sessions: 1, reset_tokens: 1, login_attempts: 1, reset_attempts: 1,"
+        " client_attempts: 1 deleted"
     )
     again = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     assert again.get_user_from_session_id(live) is not None

@@ -36,6 +36,7 @@ def stored_secrets(db: str) -> list[str]:
     """Every non-NULL value in the database's session and reset columns."""
     rows = query(db, "SELECT session_id, reset_token FROM users")
     rows += query(db, "SELECT digest FROM sessions")
+    rows += query(db, "SELECT digest FROM reset_tokens")
     return [value for row in rows for value in row if value is not None]
 
 
@@ -228,11 +229,21 @@ def test_a_reset_token_works_once(auth: Auth, bob: int) -> None:
     assert auth.valid_login(EMAIL, "first")
 
 
-def test_a_new_reset_token_replaces_the_previous(auth: Auth, bob: int) -> None:
-    old = auth.get_reset_password_token(EMAIL)
+def test_a_new_reset_token_leaves_the_earlier_ones_usable(auth: Auth, bob: int) -> None:
+    """Someone asking again and again cannot make the owner's mailed token useless."""
+    first = auth.get_reset_password_token(EMAIL)
     auth.get_reset_password_token(EMAIL)
+    auth.update_password(first, "new password", email=EMAIL)
+    assert auth.valid_login(EMAIL, "new password")
+
+
+def test_a_reset_ends_every_other_token_of_the_user(auth: Auth, bob: int) -> None:
+    first = auth.get_reset_password_token(EMAIL)
+    second = auth.get_reset_password_token(EMAIL)
+    auth.update_password(second, "new password", email=EMAIL)
     with pytest.raises(InvalidToken):
-        auth.update_password(old, "new password", email=EMAIL)
+        auth.update_password(first, "taken back", email=EMAIL)
+    assert auth.valid_login(EMAIL, "new password")
 
 
 def test_a_reset_token_is_bound_to_its_email(auth: Auth, bob: int) -> None:

@@ -71,7 +71,7 @@ def test_the_flow_looks_users_up_by_each_key(statements: list[str]) -> None:
         "WHERE email =",
         "WHERE s.digest =",
         "WHERE digest =",
-        "WHERE reset_token =",
+        "WHERE t.digest =",
         "WHERE id =",
         "WHERE user_id =",
         "WHERE public_id =",

@@ -22,7 +22,7 @@ import pytest
 import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from conftest import AuthActions, FakeClock, client_for
+from conftest import GENEROUS_LIMITS, AuthActions, FakeClock, client_for
 from pgserver import free_port  # aiosmtpd needs a port number up front
 from servers import GunicornServer
 from werkzeug.test import Client
@@ -93,6 +93,7 @@ def smtp_config(config: Config, port: int, **overrides: object) -> Config:
         "smtp_host": "127.0.0.1",
         "smtp_port": port,
         "smtp_from": SENDER,
+        **GENEROUS_LIMITS,
         **overrides,
     }
     return Config(**settings)
