@@ -306,3 +306,62 @@ def test_samesite_lax_keeps_the_cookie_off_other_sites_requests(
         "email": account["email"]
     }
     assert access_log_status(page.server, "GET /profile?from=link") == 200
+
+
+def test_a_page_of_another_site_cannot_log_the_visitor_out_or_in(
+    page: object, other_site: Callable[[str], str]
+) -> None:
+    """Logged in on 127.0.0.1, the visitor opens a page on localhost that tries both:
+    a script's DELETE /sessions (the browser asks first with a preflight, which the
+    service does not grant, so the DELETE is never sent) and a form that posts the
+    attacker's email and password to POST /sessions ("login CSRF": the visitor would
+    go on as the attacker). The service refuses the form's request by its Origin; the
+    visitor is still logged in as themselves."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    service = page.server.url
+    attacker = {"email": "attacker@example.com", "password": "attacker pw"}
+    assert requests.post(f"{service}/users", data=attacker, timeout=15).ok
+    open_docs(page)
+    visitor = {"email": "visitor@example.com", "password": "s3cret pw"}
+    assert try_it_out(page, "operations-account-register", visitor)[0] == 200
+    assert try_it_out(page, "operations-sessions-login", visitor)[0] == 200
+    own_cookie = page.get_cookie("session_id")["value"]
+
+    page.get(
+        other_site(
+            f"""<!doctype html><title>elsewhere</title>
+            <form id="login" method="POST" action="{service}/sessions">
+              <input name="email" value="{attacker["email"]}">
+              <input name="password" value="{attacker["password"]}">
+            </form>
+            <script>
+              fetch("{service}/sessions", {{method: "DELETE", credentials: "include"}})
+                .then(() => {{ document.title = "sent"; }},
+                      () => {{ document.title = "blocked"; }});
+            </script>"""
+        )
+    )
+    wait_for(lambda: page.title in ("sent", "blocked"), "the other site's DELETE")
+    assert page.title == "blocked"
+    assert access_log_status(page.server, "OPTIONS /sessions") == 405
+    assert '"DELETE /sessions HTTP/1.1"' not in page.server.log()
+
+    page.find_element(By.ID, "login").submit()
+    assert access_log_status(page.server, "POST /sessions") in (200, 403)
+    posts = [
+        line
+        for line in page.server.log().splitlines()
+        if '"POST /sessions HTTP/1.1"' in line
+    ]
+    # The visitor's own login (Try it out) was a 200; the other site's form, a 403.
+    assert [
+        int(re.search(r'HTTP/1\.1" (\d{3}) ', line).group(1)) for line in posts
+    ] == [200, 403]
+    wait_for(lambda: "cross-site request refused" in page.page_source, "the refusal")
+    assert page.get_cookie("session_id")["value"] == own_cookie
+    page.get(f"{service}/profile")
+    assert json.loads(page.find_element(By.TAG_NAME, "body").text) == {
+        "email": visitor["email"]
+    }

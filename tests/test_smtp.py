@@ -6,6 +6,7 @@ tests take the token out of the mail, as a user would, and spend it.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import ssl
@@ -431,3 +432,83 @@ def test_a_registered_and_an_unknown_address_do_the_same_work(
         return commits, len(smtp.mailbox.messages) - mails
 
     assert work(EMAIL) == work("nobody@example.com") == (1, 1)
+
+
+# -- Hardening II: limits on what the service mails, and the notice after a change
+
+
+def test_past_the_per_email_limit_the_answer_is_the_same_and_nothing_is_sent(
+    config: Config, clock: FakeClock, smtp: SmtpServer
+) -> None:
+    """Nobody learns of the limit from the answer, and nobody can flood a mailbox."""
+    client = client_for(smtp_config(config, smtp.port, reset_max_per_email=3), clock)
+    AuthActions(client).register(EMAIL, PASSWORD)
+    for email in (EMAIL, "nobody@example.com"):
+        answers = [ask_reset(client, email) for _ in range(5)]
+        assert {(a.status_code, a.json["message"]) for a in answers} == {
+            (200, RESET_MAILED_MESSAGE)
+        }
+    assert [m["To"] for m in smtp.mailbox.messages] == [EMAIL] * 3 + [
+        "nobody@example.com"
+    ] * 3
+    clock.advance(60 * 60 + 1)  # a new hour
+    assert ask_reset(client).status_code == 200
+    assert len(smtp.mailbox.messages) == 7
+
+
+def test_every_mailed_token_stays_usable_until_one_is_spent(
+    mail_client: Client, smtp: SmtpServer
+) -> None:
+    ask_reset(mail_client)
+    first = smtp.mailbox.token_for(EMAIL)
+    ask_reset(mail_client)  # someone asks again: the first mail still works
+    second = smtp.mailbox.token_for(EMAIL)
+    assert first != second
+    assert spend(mail_client, first).status_code == 200
+    assert spend(mail_client, second, "again").status_code == 403  # the reset ended it
+
+
+def test_past_the_per_client_limit_smtp_delivery_answers_429(
+    config: Config, clock: FakeClock, smtp: SmtpServer
+) -> None:
+    client = client_for(smtp_config(config, smtp.port, client_max_resets=2), clock)
+    for index in range(2):
+        assert ask_reset(client, f"user{index}@example.com").status_code == 200
+    refused = ask_reset(client, "user2@example.com")
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers
+    assert len(smtp.mailbox.messages) == 2
+
+
+def test_a_password_change_mails_a_notice_without_secrets(
+    mail_client: Client, smtp: SmtpServer
+) -> None:
+    """ASVS 2.5.5: the owner learns of a change they did not make."""
+    ask_reset(mail_client)
+    token = smtp.mailbox.token_for(EMAIL)
+    assert spend(mail_client, token, "n3w pw").status_code == 200
+    notice = smtp.mailbox.messages[-1]
+    assert (notice["To"], notice["Subject"]) == (
+        EMAIL,
+        "Your authsvc password was changed",
+    )
+    body = notice.get_content()
+    assert "password" in body and token not in body and "n3w pw" not in body
+    assert not TOKEN_IN_MAIL.search(body)
+
+
+def test_a_notice_that_cannot_be_sent_does_not_undo_the_change(
+    config: Config, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_smtp()  # its own, stopped halfway through
+    client = client_for(smtp_config(config, server.port), clock)
+    AuthActions(client).register(EMAIL, PASSWORD)
+    ask_reset(client)
+    token = server.mailbox.token_for(EMAIL)
+    server.controller.stop()  # the mail server goes away before the change
+    with caplog.at_level(logging.WARNING, logger="authsvc"):
+        assert spend(client, token, "n3w pw").status_code == 200
+    assert AuthActions(client).login(EMAIL, "n3w pw").status_code == 200
+    assert any(
+        "password-change notice" in record.getMessage() for record in caplog.records
+    )
