@@ -1487,7 +1487,7 @@ RESET_MAILED_MESSAGE = (
 
 def json_response(body: Mapping[str, Any], status: int = 200) -> Response:
     """A response whose body is `body` as JSON, with Content-Type application/json."""
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+    return Response(json.dumps(body), status=status, content_type="application/json")
 
 
 def http_error_response(error: HTTPException, environ: Mapping[str, Any]) -> Response:

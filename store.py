@@ -41,7 +41,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -444,12 +444,15 @@ class SqliteConnections:
         self.path = path
         self._local = threading.local()
 
-    @contextmanager
-    def borrow(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+    def borrow(
+        self, timeout: float | None = None
+    ) -> AbstractContextManager[sqlite3.Connection]:
         """This thread's connection (opened now if it has none, or if it was opened in
-        another process before a fork). `timeout` is for PostgreSQL's pool: a local
-        file needs no waiting."""
-        yield self.thread_connection()
+        another process before a fork), as a context manager like the pool's. Nothing
+        to give back, so `nullcontext`: the session check of every request passes here,
+        and a class-based context manager costs less than a generator-based one.
+        `timeout` is for PostgreSQL's pool: a local file needs no waiting."""
+        return nullcontext(self.thread_connection())
 
     def thread_connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (and again after a fork)."""
@@ -643,6 +646,31 @@ def _session_from_row(row: Any) -> Session:
 # ----------------------------------------------------------------------------- the store
 
 
+class _DriverErrors:
+    """`with _DriverErrors(dialect):` turns a driver error leaving the block into the
+    store's own, by the dialect's `translate`; any other error leaves as it is.
+
+    A class rather than a @contextmanager generator: every store call passes through
+    one, the session check of every request included, and this costs less.
+    """
+
+    def __init__(self, dialect: type[SqliteDialect | PostgresDialect]) -> None:
+        """Translate with `dialect`."""
+        self.dialect = dialect
+
+    def __enter__(self) -> None:
+        """Nothing to set up."""
+
+    def __exit__(
+        self, kind: object, error: BaseException | None, traceback: object
+    ) -> None:
+        """Raise the store's error instead of a driver's; let anything else through."""
+        if isinstance(error, Exception):
+            translated = self.dialect.translate(error)
+            if translated is not None:
+                raise translated from None
+
+
 class Store:
     """The users, sessions and counters of one database: a SQLite file or PostgreSQL."""
 
@@ -713,17 +741,10 @@ class Store:
         finally:
             conn.close()
 
-    @contextmanager
-    def _translating(self) -> Iterator[None]:
-        """Turn a driver error leaving the block into the store's own (DatabaseBusy,
-        DatabaseUnavailable, DuplicateEmail, InvalidValue); any other error as it is."""
-        try:
-            yield
-        except Exception as error:
-            translated = self.dialect.translate(error)
-            if translated is None:
-                raise
-            raise translated from None
+    def _translating(self) -> _DriverErrors:
+        """A context manager that turns a driver error leaving the block into the
+        store's own (DatabaseBusy, DatabaseUnavailable, DuplicateEmail, InvalidValue)."""
+        return _DriverErrors(self.dialect)
 
     def _check_writable(self) -> None:
         """Raise DatabaseUnusable unless this process may write the file and its folder.
