@@ -14,15 +14,15 @@ from typing import Any
 
 
 def _metrics_dir() -> str:
-    """The multiprocess directory when metrics are on, else ""."""
-    if os.environ.get("AUTHSVC_METRICS", "").strip().lower() not in (
-        "1",
-        "true",
-        "yes",
-        "on",
-    ):
+    """The multiprocess directory when metrics are on, else "": authsvc's own reading
+    of AUTHSVC_METRICS and PROMETHEUS_MULTIPROC_DIR (Config.metrics_dir). A bad setting
+    is left for the app to report when it loads, naming the variable."""
+    from authsvc import Config, ConfigError
+
+    try:
+        return Config.from_env(os.environ).metrics_dir
+    except ConfigError:
         return ""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 
 def on_starting(server: Any) -> None:

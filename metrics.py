@@ -193,11 +193,11 @@ class PrometheusMetrics:
 
 
 def worker_exited(pid: int) -> None:
-    """gunicorn's `child_exit` hook: tell prometheus_client the worker `pid` is gone.
+    """gunicorn's `child_exit` hook (with a multiprocess directory): tell
+    prometheus_client the worker `pid` is gone.
 
     Its counters stay (they still count); only its live-gauge files are removed. authsvc
     has no such gauge (live sessions are computed at scrape), so this is the hygiene the
     prometheus_client docs ask for, kept so a future gauge cannot go wrong.
     """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import FakeClock, client_for, start_gunicorn
+from conftest import FakeClock, client_for
 from prometheus_client.parser import text_string_to_metric_families
 from servers import GunicornServer
 from werkzeug.test import Client
@@ -208,28 +208,14 @@ def scrape_url(url: str) -> Figures:
 
 
 @pytest.fixture
-def metrics_server(database_url: str, tmp_path: Path) -> Callable[[], GunicornServer]:
+def metrics_server(
+    start_server: Callable[..., GunicornServer], tmp_path: Path
+) -> Callable[[], GunicornServer]:
     """Start a 2-worker gunicorn with metrics on, its multiprocess directory in tmp_path."""
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir(exist_ok=True)
-    started: list[GunicornServer] = []
-
-    def start() -> GunicornServer:
-        server = start_gunicorn(
-            database_url,
-            tmp_path / "gunicorn.log",
-            workers=2,
-            env={
-                "AUTHSVC_METRICS": "true",
-                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            },
-        )
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    env = {"AUTHSVC_METRICS": "true", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    return lambda: start_server(workers=2, env=env)
 
 
 @pytest.mark.e2e
