@@ -12,10 +12,12 @@ failure exits non-zero with one line on stderr.
     python authsvc.py set-password bob@example.com     # ends the user's sessions
     python authsvc.py end-sessions bob@example.com
     python authsvc.py users --list
-    python authsvc.py copy-db authsvc.db postgresql://authsvc@db.internal/authsvc
+    AUTHSVC_DB=postgresql://... python authsvc.py copy-db authsvc.db
 
 Passwords are read with getpass from a terminal, or as one line from stdin when it is a
-pipe: never from the command line, where `ps` and shell history would keep them. Every
+pipe: never from the command line, where `ps` and shell history would keep them; for the
+same reason copy-db takes the PostgreSQL URL from AUTHSVC_DB, and refuses one with a
+password on the command line (libpq's PGPASSWORD or ~/.pgpass can carry it). Every
 command that changes something writes the audit line the HTTP routes write, with
 `client=cli`.
 """
@@ -27,6 +29,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from werkzeug.exceptions import BadRequest
 
@@ -59,19 +62,31 @@ def cmd_migrate(args: argparse.Namespace) -> str:
 
 
 def cmd_copy_db(args: argparse.Namespace) -> str:
-    """Copy a SQLite database (users, sessions, pending reset tokens) into PostgreSQL."""
+    """Copy a SQLite database (users, sessions, pending reset tokens) into PostgreSQL:
+    the one in AUTHSVC_DB, or POSTGRES_URL when it holds no password."""
+    target_url = args.postgres_url or os.environ.get("AUTHSVC_DB", "")
+    if args.postgres_url and urlsplit(args.postgres_url).password is not None:
+        raise CommandFailed(
+            "a password on the command line is kept by ps and the shell's history: "
+            "put the URL in AUTHSVC_DB, or the password in PGPASSWORD or ~/.pgpass"
+        )
     if store.dialect_for(args.sqlite_path) is not store.SqliteDialect:
         raise CommandFailed(f"{args.sqlite_path!r} is not a SQLite file path")
-    if store.dialect_for(args.postgres_url) is not store.PostgresDialect:
-        raise CommandFailed(f"{args.postgres_url!r} is not a postgresql:// URL")
+    if store.dialect_for(target_url) is not store.PostgresDialect:
+        raise CommandFailed(
+            "AUTHSVC_DB (or POSTGRES_URL) must be a postgresql:// URL to copy into"
+        )
     if not os.path.isfile(args.sqlite_path):
         raise CommandFailed(f"no SQLite database at {args.sqlite_path}")
-    source, target = Store(args.sqlite_path), Store(args.postgres_url)
+    source, target = Store(args.sqlite_path), Store(target_url)
     source.initialize()  # the same schema version as the target: what a start would do
     target.initialize()
     if not target.is_empty():
         raise CommandFailed("the PostgreSQL database is not empty: nothing was copied")
-    copied = source.copy_into(target)
+    try:
+        copied = source.copy_into(target)
+    except store.RowNotCopied as refused:
+        raise CommandFailed(f"{refused}; nothing was copied") from None
     counted = target.count_rows()
     if counted != source.count_rows() or counted != copied:
         raise CommandFailed(
@@ -187,7 +202,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
     "users": (cmd_users, "count the users; --list: each email and its live sessions"),
     "copy-db": (
         cmd_copy_db,
-        "copy a SQLite database into an empty PostgreSQL database",
+        "copy a SQLite database into the empty PostgreSQL database of AUTHSVC_DB",
     ),
 }
 
@@ -203,7 +218,13 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=summary, description=summary)
         if name == "copy-db":
             command.add_argument("sqlite_path", metavar="SQLITE_PATH")
-            command.add_argument("postgres_url", metavar="POSTGRES_URL")
+            command.add_argument(
+                "postgres_url",
+                metavar="POSTGRES_URL",
+                nargs="?",
+                default="",
+                help="without a password; AUTHSVC_DB when left out",
+            )
         if name in ("create-user", "set-password", "end-sessions"):
             command.add_argument("email", metavar="EMAIL")
         if name == "users":

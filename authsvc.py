@@ -66,6 +66,7 @@ from store import (
     DatabaseUnavailable,
     DatabaseUnusable,
     DuplicateEmail,
+    InvalidValue,
     LoginAttempts,
     Session,
     Store,
@@ -102,13 +103,18 @@ class Config:
     db_pool_size: int = 16  # PostgreSQL connections per process at most
     cookie_secure: bool = False
     cookie_name: str = "session_id"  # the course's; "__Host-session" behind TLS
-    login_max_failures: int = 10  # per (email, client)
+    # The request limits (README "Configuration" says what each protects, and the
+    # anchor its default comes from). Per client: per IPv4 address, or per IPv6 /64 with
+    # IPV6_SITE_FACTOR times the limit per /48.
+    login_max_failures: int = 10  # per (email, client), per login window
     email_max_failures: int = 100  # per email, from every client together
-    client_max_failures: int = 100  # per client, for every email together
+    client_max_failures: int = 300  # per client, for every email together
+    client_max_logins: int = 1000  # per client, every login attempt, failed or not
     login_window: int = 15 * 60
-    reset_max_per_email: int = 3  # per hour
-    client_max_resets: int = 30  # per client, per hour
-    client_max_registrations: int = 30  # per client, per hour
+    reset_max_per_email: int = 3  # per (email, client), per hour; smtp delivery only
+    email_max_resets: int = 10  # per email, from every client, per hour; smtp only
+    client_max_resets: int = 360  # per client, per hour
+    client_max_registrations: int = 360  # per client, per hour
     trusted_proxies: int = 0  # proxies in front whose X-Forwarded-For entry is trusted
     allowed_origins: tuple[
         str, ...
@@ -163,8 +169,14 @@ class Config:
             client_max_failures=_env_int(
                 environ, "AUTHSVC_CLIENT_MAX_FAILURES", defaults.client_max_failures, 1
             ),
+            client_max_logins=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_LOGINS", defaults.client_max_logins, 1
+            ),
             reset_max_per_email=_env_int(
                 environ, "AUTHSVC_RESET_MAX_PER_EMAIL", defaults.reset_max_per_email, 1
+            ),
+            email_max_resets=_env_int(
+                environ, "AUTHSVC_EMAIL_MAX_RESETS", defaults.email_max_resets, 1
             ),
             client_max_resets=_env_int(
                 environ, "AUTHSVC_CLIENT_MAX_RESETS", defaults.client_max_resets, 1
@@ -408,6 +420,10 @@ class LoginThrottled(Throttled):
     """Too many login attempts for this email, or from this client, in the window."""
 
 
+class MailboxLimited(Exception):
+    """A mailbox's limit of reset mails is reached: nothing is sent, nobody is told."""
+
+
 class DeliveryFailed(Exception):
     """The SMTP server could not be reached or refused the message."""
 
@@ -479,6 +495,11 @@ def _digest(secret: str) -> str:
 # =============================================================================================
 
 
+# Every character str.splitlines() breaks a line at: the email package refuses a header
+# value holding any of them, ASCII or not (U+0085, U+2028, U+2029 included).
+LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def is_single_mailbox(email: str) -> bool:
     """True when the mailer would send to exactly this one mailbox.
 
@@ -488,6 +509,8 @@ def is_single_mailbox(email: str) -> bool:
     beyond ASCII (SMTPUTF8: "josé@x.io") stand in as "a" for the check, since the parser
     flags them as a defect although SMTPUTF8 servers take them.
     """
+    if LINE_BREAKS.search(email):
+        return False  # a mail header cannot hold it (and a To: line must not break)
     ascii_shape = re.sub(r"[^\x00-\x7f]", "a", email)
     try:
         parsed = Address(addr_spec=ascii_shape).addr_spec
@@ -641,6 +664,22 @@ def client_key(address: str) -> str:
     return str(parsed)
 
 
+# An IPv6 site (a /48) holds 65,536 /64s: counted by /64 alone, one site would have as
+# many budgets. So a /48 is counted too, under this many times each limit.
+IPV6_SITE_FACTOR = 4
+
+
+def client_keys(address: str) -> list[tuple[str, int]]:
+    """Every key a client's request is counted under, with the multiple of the limit
+    that applies to it: `client_key` at 1, and for IPv6 also the /48 at IPV6_SITE_FACTOR.
+    """
+    key = client_key(address)
+    if not key.endswith("/64"):
+        return [(key, 1)]
+    site = ipaddress.ip_network(key).supernet(new_prefix=48)
+    return [(key, 1), (str(site), IPV6_SITE_FACTOR)]
+
+
 def retry_after(tally: LoginAttempts, window: float, now: float) -> int:
     """Whole seconds, at least 1, until the window of `tally` ends."""
     return max(1, math.ceil(tally.window_started_at + window - now))
@@ -749,12 +788,14 @@ class Auth:
         counted for it first: Throttled past AUTHSVC_CLIENT_MAX_REGISTRATIONS an hour.
         """
         if client is not None:
-            self._count_client(
-                "register",
-                client_key(client),
-                self._config.client_max_registrations,
-                "too many sign-ups from this address; try again later",
-            )
+            with self._db.transaction():
+                self._count_client(
+                    "register",
+                    client,
+                    self._config.client_max_registrations,
+                    CLIENT_COUNT_WINDOW,
+                    "too many sign-ups from this address; try again later",
+                )
         return self._db.add_user(email, self._hash(password))
 
     def _verify(self, email: str, password: str) -> User | None:
@@ -789,20 +830,18 @@ class Auth:
     ) -> tuple[User, str]:
         """Check a login attempt and start a session: (the user, the new session id).
 
-        Every attempt is counted before the password is checked, three times over (one
-        write transaction): for the email from this client, for the email from every
-        client, and for the client whatever the email (`_count_login_attempt`). Past a
-        limit it raises LoginThrottled, even with the right password, until that window
-        ends. Raises InvalidCredentials for a wrong email or password, and also when a
-        password reset replaced the password while this one was being checked.
+        Every attempt is counted before the password is checked, in order, in one write
+        transaction (`_count_login_attempt`); past a limit it raises LoginThrottled, even
+        with the right password, until that window ends. Raises InvalidCredentials for a
+        wrong email or password, and also when a password reset replaced the password
+        while this one was being checked.
 
         A success is one write transaction: the new session (only if the stored hash is
         still the one checked), a re-hash if the configured cost has risen since the
         password was stored (conditional on that same hash), forgetting the email's
-        counts, and taking this attempt back from the client's count (it was no failure).
+        counts, and taking this attempt back from the client's failures (it was none).
         """
-        client = client_key(ip)
-        self._count_login_attempt(email, client)
+        self._count_login_attempt(email, ip)
         user = self._verify(email, password)
         if user is None:
             raise InvalidCredentials("wrong email or password")
@@ -816,55 +855,77 @@ class Auth:
             if rehashed is not None:
                 self._db.update_user(user.id, hashed_password=rehashed)
             self._db.clear_login_attempts(email)  # from every client
-            self._db.uncount_client_attempt("login_client", client)
+            for key, _ in client_keys(ip):
+                self._db.uncount_client_attempt("login_client", key)
         return user, session_id
 
-    def _count_login_attempt(self, email: str, client: str) -> None:
-        """Count a login attempt and refuse it when a limit is passed (LoginThrottled).
+    def _count_login_attempt(self, email: str, address: str) -> None:
+        """Count a login attempt, or refuse it (LoginThrottled) and count nothing.
 
+        The limits are checked in this order, and an attempt one of them refuses is
+        taken back from every count before it (the transaction is rolled back), so a
+        refused attempt spends nobody's budget (SPEC "Limits cannot be turned against
+        the owner"):
+        - per client, AUTHSVC_CLIENT_MAX_LOGINS (1,000) attempts of any outcome: one
+          account gives nobody unlimited bcrypt work;
+        - per client, AUTHSVC_CLIENT_MAX_FAILURES (300): one address trying one
+          password on many emails (password spraying), OWASP ASVS 2.2.1;
         - per (email, client), AUTHSVC_LOGIN_MAX_FAILURES (10): the lock-out. Someone
           guessing at an account from their own address locks only that address out;
-          the owner, from their usual one, still logs in (Authelia and Devise count
-          per user; this counts per user and client, so the lock cannot be turned
-          against the owner from elsewhere);
+          the owner, from their usual one, still logs in;
         - per email, AUTHSVC_EMAIL_MAX_FAILURES (100): a ceiling against guessing one
-          account from many addresses;
-        - per client, AUTHSVC_CLIENT_MAX_FAILURES (100): one address trying one
-          password on many emails (password spraying), OWASP ASVS 2.2.1.
+          account from many addresses, spent only by attempts the others let through.
         Counted before the check, so a burst of simultaneous guesses is counted whole.
         """
-        now = self._clock()
-        window = self._config.login_window
+        config = self._config
+        window = config.login_window
+        from_here = "too many failed logins from this address; try again later"
+        for_email = "too many failed logins for this email; try again later"
         with self._db.transaction():
+            self._count_client(
+                "login_all",
+                address,
+                config.client_max_logins,
+                window,
+                "too many logins from this address; try again later",
+                LoginThrottled,
+            )
+            self._count_client(
+                "login_client",
+                address,
+                config.client_max_failures,
+                window,
+                from_here,
+                LoginThrottled,
+            )
+            now = self._clock()
+            pair = self._db.count_client_attempt(
+                "login_pair", client_key(address), now, window, email=email
+            )
+            if pair.attempts > config.login_max_failures:
+                raise LoginThrottled(retry_after(pair, window, now), for_email)
             per_email = self._db.count_login_attempt(email, now, window)
-            per_pair = self._db.count_client_attempt(
-                "login_pair", client, now, window, email=email
-            )
-            per_client = self._db.count_client_attempt(
-                "login_client", client, now, window
-            )
-        if per_client.attempts > self._config.client_max_failures:
-            raise LoginThrottled(
-                retry_after(per_client, window, now),
-                "too many failed logins from this address; try again later",
-            )
-        for tally, limit in (
-            (per_pair, self._config.login_max_failures),
-            (per_email, self._config.email_max_failures),
-        ):
-            if tally.attempts > limit:
-                raise LoginThrottled(
-                    retry_after(tally, window, now),
-                    "too many failed logins for this email; try again later",
-                )
+            if per_email.attempts > config.email_max_failures:
+                raise LoginThrottled(retry_after(per_email, window, now), for_email)
 
-    def _count_client(self, kind: str, client: str, limit: int, message: str) -> None:
-        """Count one request of `kind` from `client` over CLIENT_COUNT_WINDOW; Throttled
-        (with `message`) past `limit`."""
+    def _count_client(
+        self,
+        kind: str,
+        address: str,
+        limit: int,
+        window: int,
+        message: str,
+        refusal: type[Throttled] = Throttled,
+    ) -> None:
+        """Inside a transaction: count one request of `kind` from the client at `address`
+        under each of its keys (`client_keys`), and raise `refusal` (with `message`)
+        past `limit` for any of them. Raising rolls the caller's transaction back, so a
+        refused request stays uncounted everywhere."""
         now = self._clock()
-        tally = self._db.count_client_attempt(kind, client, now, CLIENT_COUNT_WINDOW)
-        if tally.attempts > limit:
-            raise Throttled(retry_after(tally, CLIENT_COUNT_WINDOW, now), message)
+        for key, factor in client_keys(address):
+            tally = self._db.count_client_attempt(kind, key, now, window)
+            if tally.attempts > limit * factor:
+                raise refusal(retry_after(tally, window, now), message)
 
     # -- sessions: one row per login, several per user
 
@@ -1034,9 +1095,11 @@ class Auth:
                 "reset_attempts": CLIENT_COUNT_WINDOW,
             },
             {
+                "login_all": self._config.login_window,
                 "login_client": self._config.login_window,
                 "login_pair": self._config.login_window,
                 "reset": CLIENT_COUNT_WINDOW,
+                "reset_pair": CLIENT_COUNT_WINDOW,
                 "register": CLIENT_COUNT_WINDOW,
             },
         )
@@ -1059,53 +1122,82 @@ class Auth:
 
     def _record_reset_request(
         self, email: str, user: User | None, reset_token: str, client: str | None
-    ) -> int | None:
+    ) -> bool:
         """Count a reset request and, within the limits, store `reset_token` for `user`.
 
         One write transaction either way, so a registered and an unknown address cost
-        the same (one commit, one fsync). Raises Throttled past the client's limit
-        (AUTHSVC_CLIENT_MAX_RESETS an hour; the transaction, its count included, is
-        undone, so the count stays at the limit). Past the email's limit
-        (AUTHSVC_RESET_MAX_PER_EMAIL an hour) stores nothing and returns the seconds
-        until that window ends; else None. Earlier tokens stay usable.
+        the same (one commit, one fsync). In order: the client's limit
+        (AUTHSVC_CLIENT_MAX_RESETS an hour: Throttled), then, only where a reset sends
+        mail (smtp delivery), the limits that protect a mailbox: per (email, client)
+        AUTHSVC_RESET_MAX_PER_EMAIL an hour, so a stranger's requests do not silence
+        the owner's, and per email from every client AUTHSVC_EMAIL_MAX_RESETS. Past one
+        of those it stores nothing and returns False (the caller answers as usual). A
+        refused request is counted nowhere: the transaction is rolled back. True when
+        the token was stored (or there is no user to store it for). Earlier tokens
+        stay usable.
         """
         now = self._clock()
-        with self._db.transaction():
-            if client is not None:
-                self._count_client(
-                    "reset",
-                    client_key(client),
-                    self._config.client_max_resets,
-                    "too many reset requests from this address; try again later",
-                )
-            tally = self._db.count_reset_request(email, now, CLIENT_COUNT_WINDOW)
-            if tally.attempts > self._config.reset_max_per_email:
-                return retry_after(tally, CLIENT_COUNT_WINDOW, now)
-            if user is not None:
-                self._db.add_reset_token(
-                    user.id, _digest(reset_token), now + self._config.reset_ttl
-                )
-        return None
+        config = self._config
+        try:
+            with self._db.transaction():
+                if client is not None:
+                    self._count_client(
+                        "reset",
+                        client,
+                        config.client_max_resets,
+                        CLIENT_COUNT_WINDOW,
+                        "too many reset requests from this address; try again later",
+                    )
+                if self._mailer is not None:
+                    self._count_mailbox_request(email, client or "")
+                if user is not None:
+                    self._db.add_reset_token(
+                        user.id, _digest(reset_token), now + config.reset_ttl
+                    )
+        except MailboxLimited:
+            return False
+        return True
 
-    def get_reset_password_token(self, email: str, client: str | None = None) -> str:
-        """Issue a reset token for `email` and return it (the course's delivery).
+    def _count_mailbox_request(self, email: str, address: str) -> None:
+        """Inside a transaction: count a request that sends mail to `email`, per
+        (email, client) and per email; MailboxLimited past either limit."""
+        now = self._clock()
+        pair = self._db.count_client_attempt(
+            "reset_pair", client_key(address), now, CLIENT_COUNT_WINDOW, email=email
+        )
+        if pair.attempts > self._config.reset_max_per_email:
+            raise MailboxLimited
+        per_email = self._db.count_reset_request(email, now, CLIENT_COUNT_WINDOW)
+        if per_email.attempts > self._config.email_max_resets:
+            raise MailboxLimited
 
-        Raises UnknownEmail, a ValueError, when no user has this email; Throttled past
-        the client's or the email's limit of requests (see `_record_reset_request`).
+    def issue_reset_token(
+        self, email: str, client: str | None = None
+    ) -> tuple[User, str]:
+        """Issue a reset token for `email`: (its user, the token), the course's delivery.
+
+        Raises UnknownEmail when no user has this email; Throttled past the client's
+        limit of requests (see `_record_reset_request`). In response delivery there is
+        no per-email limit: no mail goes anywhere, and the course asks for tokens for
+        one email again and again.
         """
         try:
             user = self._db.find_user_by(email=email)
         except UserNotFound:
             user = None
         reset_token = _generate_uuid()
-        wait = self._record_reset_request(email, user, reset_token, client)
-        if wait is not None:
-            raise Throttled(
-                wait, "too many reset requests for this email; try again later"
-            )
+        self._record_reset_request(email, user, reset_token, client)
         if user is None:
             raise UnknownEmail("no user has this email")
-        return reset_token
+        return user, reset_token
+
+    def get_reset_password_token(self, email: str, client: str | None = None) -> str:
+        """Issue a reset token for `email` and return it (the course's method).
+
+        Raises UnknownEmail, a ValueError, when no user has this email; Throttled past
+        the client's limit (`issue_reset_token`).
+        """
+        return self.issue_reset_token(email, client)[1]
 
     def mail_reset_token(
         self, email: str, client: str | None = None
@@ -1116,8 +1208,8 @@ class Auth:
         and the user or None. An unknown email gets a notice instead (see
         Mailer.send_no_account_notice). Past the email's limit of requests nothing is
         sent at all ("limited"): the caller answers as usual, so nobody learns of the
-        limit, and nobody can flood a mailbox. The token is stored before the mail goes and deleted if the SMTP server
-        refuses it, so a failed delivery leaves no usable token. Raises DeliveryFailed;
+        limit, and nobody can flood a mailbox. The token is stored before the mail goes
+        and deleted if the SMTP server refuses it, so a failed delivery leaves no usable token. Raises DeliveryFailed;
         Throttled past the client's limit; RuntimeError when delivery is not smtp.
         """
         if self._mailer is None:
@@ -1127,7 +1219,7 @@ class Auth:
         except UserNotFound:
             user = None
         reset_token = _generate_uuid()
-        if self._record_reset_request(email, user, reset_token, client) is not None:
+        if not self._record_reset_request(email, user, reset_token, client):
             return "limited", None
         if not is_single_mailbox(email):
             return "unknown_email", None  # nobody could have it; no mail can go there
@@ -1145,7 +1237,14 @@ class Auth:
     def update_password(
         self, reset_token: str, password: str, email: str | None = None
     ) -> None:
-        """Set a new password with a reset token, which is then used up.
+        """Set a new password with a reset token, which is then used up (the course's
+        method; `reset_password` also returns the user)."""
+        self.reset_password(reset_token, password, email)
+
+    def reset_password(
+        self, reset_token: str, password: str, email: str | None = None
+    ) -> User:
+        """Set a new password with a reset token, which is then used up; the user.
 
         When `email` is given (the HTTP layer always gives it) the token must have been
         issued for that email. In the same transaction the change ends every reset token
@@ -1173,6 +1272,7 @@ class Auth:
             self.destroy_session(user.id)
             self._db.clear_login_attempts(user.email)
         self._notify_password_changed(user)
+        return user
 
     def _live_reset_holder(self, digest: str, email: str | None) -> User:
         """The user holding the unexpired reset token of this digest, issued for `email`
@@ -1471,6 +1571,9 @@ def login_challenge(cookie_name: str) -> WWWAuthenticate:
 # headers.)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DuplicateEmail: (400, "email already registered"),
+    # A value the database cannot hold: every field is checked before it gets there,
+    # so this is a last line, never a 500.
+    InvalidValue: (400, "a value is not one the service can store"),
     UnknownSession: (404, "no such session"),
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
@@ -1650,11 +1753,12 @@ def docs_assets() -> dict[str, Path]:
     }
 
 
-# Endpoints a page of another site must not reach (AuthApp.refuse_other_sites): the
-# ones that change state with the session cookie, and the login (login CSRF).
-ORIGIN_CHECKED_ENDPOINTS = frozenset(
-    {"login", "logout", "end_session", "end_other_sessions"}
-)
+# Methods that only read: a page of another site may make these requests (a link, an
+# image); any other method changes state, and is refused from another site's page
+# (AuthApp.refuse_other_sites): a login (login CSRF), a logout, a sign-up or a reset
+# request (a hostile page would spread them over its visitors' addresses, past every
+# per-client limit).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
 # no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
@@ -1823,7 +1927,8 @@ class AuthApp:
                 "wrong email or password", www_authenticate=self.login_challenge
             ) from None
         self.audit(request, "login", "ok", user=user)
-        response = json_response({"email": email, "message": "logged in"})
+        # The stored email, not the typed one: the answer names the account it opened.
+        response = json_response({"email": user.email, "message": "logged in"})
         # HttpOnly: page scripts cannot read it, so an XSS bug cannot steal the session.
         # SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
         # following a link to us still does. Path=/: sent to every route of the service.
@@ -1920,7 +2025,7 @@ class AuthApp:
         if self.config.reset_delivery == "smtp":
             return self._mail_reset_token(request, email)
         try:
-            reset_token = self.auth.get_reset_password_token(
+            user, reset_token = self.auth.issue_reset_token(
                 email, client_address(request)
             )
         except Throttled:
@@ -1930,7 +2035,7 @@ class AuthApp:
             self.audit(request, "reset_request", "unknown_email", email=email)
             raise
         self.audit(request, "reset_request", "ok", email=email)
-        return json_response({"email": email, "reset_token": reset_token})
+        return json_response({"email": user.email, "reset_token": reset_token})
 
     def _mail_reset_token(self, request: ApiRequest, email: str) -> Response:
         """smtp delivery: the same 200 for every address, the token only in the mail."""
@@ -1952,12 +2057,12 @@ class AuthApp:
         reset_token = valid_token(fields["reset_token"])
         password = new_password("new_password", fields["new_password"])
         try:
-            self.auth.update_password(reset_token, password, email=email)
+            user = self.auth.reset_password(reset_token, password, email=email)
         except InvalidToken:
             self.audit(request, "password_update", "invalid_token", email=email)
             raise
         self.audit(request, "password_update", "ok", email=email)
-        return json_response({"email": email, "message": "Password updated"})
+        return json_response({"email": user.email, "message": "Password updated"})
 
     # -- plumbing
 
@@ -1990,7 +2095,7 @@ class AuthApp:
             return http_error_response(error, request.environ)
         request.route = endpoint
         try:
-            if endpoint in ORIGIN_CHECKED_ENDPOINTS:
+            if request.method not in SAFE_METHODS:
                 self.refuse_other_sites(request)
             response = getattr(self, f"on_{endpoint}")(request, **arguments)
         except HTTPException as error:

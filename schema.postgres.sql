@@ -111,3 +111,21 @@ WHERE reset_token IS NOT NULL
   AND reset_expires_at > EXTRACT(EPOCH FROM now());
 
 UPDATE users SET reset_token = NULL, reset_expires_at = NULL WHERE reset_token IS NOT NULL;
+
+-- @migration 8: legacy keys no sign-up can produce; attempts keyed by a digest (see
+-- schema.sql). A copy-db of a SQLite file can bring legacy keys here too. The key column
+-- widens: a 254-character address can fold to three times as many characters
+-- (SQLite does not enforce a declared length).
+ALTER TABLE users ALTER COLUMN email_key TYPE VARCHAR(1024);
+
+UPDATE users SET email_key = 'EXACT:' || email WHERE email_key = '=' || email;
+
+ALTER TABLE login_attempts RENAME COLUMN email TO email_digest;
+
+UPDATE login_attempts
+SET email_digest = encode(sha256(convert_to(email_digest, 'UTF8')), 'hex');
+
+ALTER TABLE reset_attempts RENAME COLUMN email TO email_digest;
+
+UPDATE reset_attempts
+SET email_digest = encode(sha256(convert_to(email_digest, 'UTF8')), 'hex');

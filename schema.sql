@@ -184,3 +184,24 @@ WHERE reset_token IS NOT NULL
   AND reset_expires_at > CAST(strftime('%s', 'now') AS REAL);
 
 UPDATE users SET reset_token = NULL, reset_expires_at = NULL WHERE reset_token IS NOT NULL;
+
+-- @migration 8: legacy keys no sign-up can produce; attempts keyed by a digest
+-- Migration 5 keyed an account that shared its folded email with an older one by "=" and
+-- its exact spelling. But an address may start with "=": a sign-up of "=bob@x.io" folded
+-- to exactly the legacy key of "bob@x.io", and took its logins over. The legacy keys now
+-- start with "EXACT:" (store.LEGACY_KEY_PREFIX): case folding never outputs a capital
+-- letter, so no folded key can. A legacy row is the one whose key is "=" and its own
+-- email; a sign-up's key never is (its key is its email folded, never one "=" longer).
+UPDATE users SET email_key = 'EXACT:' || email WHERE email_key = '=' || email;
+
+-- The per-email attempt counters are keyed by the SHA-256 (hex) of the folded email
+-- (store._subject_key, as client_attempts.subject already is): 64 characters whatever
+-- the address, which can fold longer than it is typed ("ß" is "ss"); and no address in
+-- these tables. authsvc_sha256 is store.sha256_hex, registered on every connection.
+ALTER TABLE login_attempts RENAME COLUMN email TO email_digest;
+
+UPDATE login_attempts SET email_digest = authsvc_sha256(email_digest);
+
+ALTER TABLE reset_attempts RENAME COLUMN email TO email_digest;
+
+UPDATE reset_attempts SET email_digest = authsvc_sha256(email_digest);

@@ -66,6 +66,8 @@ RECONNECT_SECONDS = 3.0
 # How long a starting worker waits for a write lock it needs to upgrade the schema, or
 # for a PostgreSQL server that does not answer yet.
 BOOT_WAIT_SECONDS = 120.0
+# Meanwhile it tries again every second and says so every this many seconds.
+BOOT_WARNING_SECONDS = 5.0
 
 
 # ----------------------------------------------------------------------------- errors
@@ -97,6 +99,10 @@ class DatabaseUnavailable(RuntimeError):
 
 class DatabaseUnusable(RuntimeError):
     """The database cannot serve: it cannot be opened, or it cannot be written."""
+
+
+class RowNotCopied(RuntimeError):
+    """copy-db: the target database refuses one of the rows (the message names it)."""
 
 
 class SchemaTooNew(RuntimeError):
@@ -137,10 +143,19 @@ def email_key(email: str) -> str:
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", email).casefold())
 
 
+# What marks the key of an account that shares its folded email with an older one
+# (migrations 5 and 8). Case folding never outputs an ASCII capital letter, so no
+# email's folded key can start with it: no sign-up can make a legacy key (migration 5's
+# "=" was a character an address may start with, so "=bob@x.io" could take over the
+# legacy key of "bob@x.io").
+LEGACY_KEY_PREFIX = "EXACT:"
+
+
 def exact_email_key(email: str) -> str:
     """The key of an account that shares its folded email with an older one (see
-    migration 5): the exact spelling, marked with "=", so it still logs in as before."""
-    return "=" + email
+    migrations 5 and 8): its exact spelling behind LEGACY_KEY_PREFIX, so it still logs
+    in as before, by that spelling and no other."""
+    return LEGACY_KEY_PREFIX + email
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +200,15 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
 # (login_attempts, migration 2; reset_attempts, migration 4).
 ATTEMPT_TABLES = ("login_attempts", "reset_attempts")
 
-# The kinds of per-client counter in `client_attempts` (migration 7).
-CLIENT_ATTEMPT_KINDS = ("login_client", "login_pair", "reset", "register")
+# The kinds of per-client counter in `client_attempts` (migrations 7 and 8).
+CLIENT_ATTEMPT_KINDS = (
+    "login_all",
+    "login_client",
+    "login_pair",
+    "reset",
+    "reset_pair",
+    "register",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +276,8 @@ class SqliteDialect:
     # transaction runs alone and a check-and-set inside it needs no lock of its own.
     begin_write = "BEGIN IMMEDIATE"
     lock_user: str | None = None
+    # The legacy keys (LEGACY_KEY_PREFIX), as a range: email_key compares byte by byte.
+    legacy_keys = "email_key >= ? AND email_key < ?"
 
     @staticmethod
     def sql(text: str) -> str:
@@ -309,6 +333,9 @@ class PostgresDialect:
     # Writers of one user's rows (a login, a reset, ending sessions) take this lock
     # first, so they queue behind each other as SQLite's single writer lock makes them.
     lock_user: str | None = "SELECT id FROM users WHERE id = ? FOR UPDATE"
+    # The same range in byte order: the database's own collation may ignore
+    # punctuation and put "EXACT:bob" after "EXACT;".
+    legacy_keys = 'email_key COLLATE "C" >= ? AND email_key COLLATE "C" < ?'
     # Several hosts may start at once: the first to take this lock migrates, the others
     # wait and then find nothing to do. The number is arbitrary, the same everywhere.
     MIGRATION_LOCK_KEY = 7_244_637_001
@@ -362,7 +389,8 @@ class PostgresDialect:
 
         if isinstance(error, psycopg.errors.UniqueViolation):
             return DuplicateEmail("the email is already registered")
-        if isinstance(error, psycopg.IntegrityError):
+        if isinstance(error, psycopg.IntegrityError | psycopg.DataError):
+            # DataError: a value too long for its column, or of the wrong type.
             return InvalidValue(f"the database refused the values: {error.sqlstate}")
         if isinstance(
             error, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled
@@ -400,12 +428,14 @@ def connect(path: str | os.PathLike[str]) -> sqlite3.Connection:
     only transactions are the explicit ones of `Store.transaction()`. `timeout` is
     SQLite's busy timeout. `check_same_thread` stays at its default (True): a free
     tripwire if a connection ever leaks into another thread. The `authsvc_email_key`
-    function lets migration 5 fold existing emails exactly as Python does.
+    function lets migration 5 fold existing emails exactly as Python does, and
+    `authsvc_sha256` lets migration 8 key the attempt tables by digest.
     """
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("authsvc_email_key", 1, email_key, deterministic=True)
+    conn.create_function("authsvc_sha256", 1, sha256_hex, deterministic=True)
     return conn
 
 
@@ -650,17 +680,23 @@ def _select_values(filters: dict[str, Any]) -> list[Any]:
 
 
 def _attempt_key(email: str) -> str:
-    """The key an email's attempts are counted under: its folded form, with NUL (which
-    PostgreSQL cannot store, and no registered email holds) shown as U+FFFD."""
+    """An email's folded form, with NUL (which PostgreSQL cannot take, and no registered
+    email holds) shown as U+FFFD: what its attempts are counted for."""
     return email_key(email).replace("\0", "\ufffd")
 
 
 def _subject_key(email: str) -> str:
-    """What `client_attempts.subject` holds for an email: the SHA-256 of its attempt key
-    (short, and no address in the table); '' for none."""
+    """What the attempt tables key an email's attempts by: the SHA-256 (hex) of its
+    attempt key. 64 characters whatever the address (an address folds longer than it
+    is typed: "ß" is "ss"), and no address in the table; '' for none."""
     if not email:
         return ""
     return hashlib.sha256(_attempt_key(email).encode("utf-8")).hexdigest()
+
+
+def sha256_hex(text: str) -> str:
+    """SHA-256 of `text` in UTF-8, in hex (SQLite's `authsvc_sha256`, for migration 8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _user_from_row(row: Any, prefix: str = "") -> User:
@@ -736,21 +772,25 @@ class Store:
         version is read again inside the write transaction (after the migration lock on
         PostgreSQL), so of several workers or hosts starting at once the first applies
         them and the others find nothing left to do. A lock held past the busy timeout,
-        or a PostgreSQL server that does not answer yet, is waited out with a warning
-        every few seconds, up to BOOT_WAIT_SECONDS: a worker that gave up would make
-        gunicorn stop the whole server. Raises SchemaTooNew for a database a newer
+        or a PostgreSQL server that does not answer yet, is waited out, tried again every
+        second with a warning every BOOT_WARNING_SECONDS, up to BOOT_WAIT_SECONDS: a
+        worker that gave up would make gunicorn stop the whole server. Raises SchemaTooNew for a database a newer
         authsvc has upgraded, DatabaseUnusable for one that cannot be opened or written,
         DatabaseBusy or DatabaseUnavailable once BOOT_WAIT_SECONDS have passed.
         """
         deadline = time.monotonic() + BOOT_WAIT_SECONDS
+        next_warning = 0.0
         while True:
             try:
                 self._initialize_once()
                 return
             except (DatabaseBusy, DatabaseUnavailable):
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     raise
-                logger.warning("the schema check waits for the database")
+                if now >= next_warning:
+                    logger.warning("the schema check waits for the database")
+                    next_warning = now + BOOT_WARNING_SECONDS
                 time.sleep(1)
 
     def _initialize_once(self) -> None:
@@ -825,8 +865,9 @@ class Store:
         """
         (row,) = self._execute(
             conn,
-            "SELECT COUNT(*) AS shared FROM users WHERE email_key >= ? AND email_key < ?",
-            ("=", ">"),
+            f"SELECT COUNT(*) AS shared FROM users WHERE {self.dialect.legacy_keys}",
+            # Every key that starts with the prefix, and no other: ":" + 1 is ";".
+            (LEGACY_KEY_PREFIX, LEGACY_KEY_PREFIX[:-1] + ";"),
         ).fetchall()
         if row["shared"]:
             logger.warning(
@@ -1249,10 +1290,11 @@ class Store:
             )
             (row,) = self._execute(
                 conn,
-                f"INSERT INTO {table} (email, attempts, window_started_at) VALUES (?, 1, ?)"
-                f" ON CONFLICT (email) DO UPDATE SET attempts = {table}.attempts + 1"
+                f"INSERT INTO {table} (email_digest, attempts, window_started_at)"
+                " VALUES (?, 1, ?) ON CONFLICT (email_digest)"
+                f" DO UPDATE SET attempts = {table}.attempts + 1"
                 " RETURNING attempts, window_started_at",
-                (_attempt_key(email), now),
+                (_subject_key(email), now),
             ).fetchall()
         return LoginAttempts(
             attempts=row["attempts"], window_started_at=row["window_started_at"]
@@ -1264,8 +1306,8 @@ class Store:
         with self.transaction(), self._conn() as conn:
             self._execute(
                 conn,
-                "DELETE FROM login_attempts WHERE email = ?",
-                (_attempt_key(email),),
+                "DELETE FROM login_attempts WHERE email_digest = ?",
+                (_subject_key(email),),
             )
             self._execute(
                 conn,
@@ -1363,27 +1405,54 @@ class Store:
         leaves it as empty as it was. Rows stream through in batches, so a million users
         never sit in memory. Throttle counters are not copied (they last minutes). The
         caller checks that the target is empty first. Returns the rows copied per table.
+        Raises RowNotCopied naming the first row the target refuses (a value too long
+        for its column, say), and nothing is copied.
         """
         copied = {}
         with target.transaction(), target._conn() as out:
             for table, columns in COPIED_TABLES.items():
-                names = ", ".join(columns)
-                insert = target.dialect.sql(
-                    f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-                )
                 copied[table] = 0
                 with self._conn() as source:
                     cursor = self._execute(
-                        source, f"SELECT {names} FROM {table} ORDER BY {columns[0]}"
+                        source,
+                        f"SELECT {', '.join(columns)} FROM {table} ORDER BY {columns[0]}",
                     )
                     while rows := cursor.fetchmany(batch):
-                        out.cursor().executemany(
-                            insert, [tuple(row[c] for c in columns) for row in rows]
-                        )
+                        values = [tuple(row[c] for c in columns) for row in rows]
+                        target._insert_copied(out, table, columns, values)
                         copied[table] += len(rows)
                 if columns[0] == "id":
                     target.dialect.after_copy(out, table)
         return copied
+
+    def _insert_copied(
+        self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple]
+    ) -> None:
+        """Insert a batch of copied rows; RowNotCopied naming the first one refused.
+
+        The batch runs under a savepoint: when the database refuses it, the rows are
+        tried again one at a time, to say which one (the operator fixes or deletes that
+        row and copies again).
+        """
+        insert = self.dialect.sql(
+            f"INSERT INTO {table} ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})"
+        )
+        conn.execute("SAVEPOINT copy_batch")
+        try:
+            with self._translating():
+                conn.cursor().executemany(insert, rows)
+        except InvalidValue:
+            conn.execute("ROLLBACK TO SAVEPOINT copy_batch")
+            for row in rows:
+                try:
+                    with self._translating():
+                        conn.execute(insert, row)
+                except InvalidValue as refused:
+                    raise RowNotCopied(
+                        f"{table} row {columns[0]}={row[0]} cannot be copied: {refused}"
+                    ) from None
+        conn.execute("RELEASE SAVEPOINT copy_batch")
 
     # -- operating (python authsvc.py purge / users)
 
@@ -1417,7 +1486,11 @@ class Store:
             if table not in ATTEMPT_TABLES:
                 raise InvalidQuery(f"not a table of attempts: {table}")
             counts[table] = self._delete_in_batches(
-                table, "window_started_at <= ?", (now - window,), batch, key="email"
+                table,
+                "window_started_at <= ?",
+                (now - window,),
+                batch,
+                key="email_digest",
             )
         counts["client_attempts"] = 0
         for kind, window in (client_windows or {}).items():

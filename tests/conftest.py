@@ -10,6 +10,7 @@ screenshot), are not the service's settings and stay.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -227,14 +228,19 @@ def write_lock_held(db: str) -> Iterator[None]:
         holder.close()
 
 
-# The per-client and per-email request limits (README "Security"), out of the way: the
-# tests make hundreds of sign-ups, logins and resets from one address. The tests of
-# those limits (tests/test_limits.py) set them again.
+# The per-client and per-email request limits (README "Configuration"), out of the way,
+# ONLY for what makes hundreds of requests from one address within a window: the
+# session-wide gunicorn servers that many tests share, the property-based tests,
+# Schemathesis, the benchmark. Every other test runs on the defaults (a fresh database
+# per test), so a default that gets in the course's way fails a test; the tests of the
+# limits themselves (tests/test_limits.py) set them low on purpose.
 GENEROUS_LIMITS = {
     "client_max_failures": 1_000_000,
+    "client_max_logins": 1_000_000,
     "client_max_registrations": 1_000_000,
     "client_max_resets": 1_000_000,
     "reset_max_per_email": 1_000_000,
+    "email_max_resets": 1_000_000,
 }
 GENEROUS_LIMITS_ENV = {
     f"AUTHSVC_{name.upper()}": str(value) for name, value in GENEROUS_LIMITS.items()
@@ -243,9 +249,16 @@ GENEROUS_LIMITS_ENV = {
 
 @pytest.fixture
 def config(database_url: str) -> Config:
-    """Settings for one test: its own empty database, bcrypt at the lowest cost, the
-    request limits out of the way."""
-    return Config(db=database_url, bcrypt_rounds=FAST_ROUNDS, **GENEROUS_LIMITS)
+    """Settings for one test: its own empty database, bcrypt at the lowest cost, every
+    other setting (the request limits included) at its default."""
+    return Config(db=database_url, bcrypt_rounds=FAST_ROUNDS)
+
+
+@pytest.fixture
+def generous_config(config: Config) -> Config:
+    """`config` with the request limits out of the way (GENEROUS_LIMITS), for a test
+    that makes hundreds of requests from one address."""
+    return dataclasses.replace(config, **GENEROUS_LIMITS)
 
 
 @pytest.fixture
@@ -353,12 +366,14 @@ def actions(client: Client) -> AuthActions:
 
 
 def start_gunicorn(
-    db_path: Path | str, log_path: Path, **options: object
+    db_path: Path | str, log_path: Path, *, generous: bool = False, **options: object
 ) -> GunicornServer:
-    """servers.start_gunicorn with bcrypt at the test cost; a server that fails fails the test."""
+    """servers.start_gunicorn with bcrypt at the test cost and every other setting at
+    its default (`generous`: the request limits lifted, GENEROUS_LIMITS); a server that
+    fails fails the test."""
     env = {
         "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
-        **GENEROUS_LIMITS_ENV,
+        **(GENEROUS_LIMITS_ENV if generous else {}),
         **(options.pop("env", None) or {}),
     }
     try:
@@ -373,10 +388,12 @@ def gunicorn_server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GunicornServer]:
-    """One shared server per backend: 2 workers x 4 threads, its own temporary database."""
+    """One shared server per backend: 2 workers x 4 threads, its own temporary database,
+    the request limits lifted (every test that uses it adds its requests, all from
+    127.0.0.1)."""
     directory = tmp_path_factory.mktemp(f"gunicorn-{backend}")
     db = new_database_url(backend, request, directory / "authsvc.db", dedicated=True)
-    server = start_gunicorn(db, directory / "gunicorn.log")
+    server = start_gunicorn(db, directory / "gunicorn.log", generous=True)
     yield server
     server.stop()
 

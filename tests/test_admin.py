@@ -66,7 +66,8 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     postgres.sql("CREATE DATABASE copied")
     url = postgres.url("copied")
 
-    result = run_command("copy-db", sqlite_path, url)
+    # The URL from AUTHSVC_DB, as the server takes it: never on the command line.
+    result = run_command("copy-db", sqlite_path, db=url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "users: 5, sessions: 1, reset_tokens: 1 copied"
 
@@ -81,7 +82,7 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     assert requests.post(f"{server.url}/users", data=new, timeout=TIMEOUT).ok
     assert query(url, "SELECT COUNT(*) FROM users") == [(6,)]
 
-    again = run_command("copy-db", sqlite_path, url)
+    again = run_command("copy-db", sqlite_path, db=url)
     assert again.returncode == 1
     assert again.stderr.strip() == (
         "copy-db: the PostgreSQL database is not empty: nothing was copied"
@@ -93,7 +94,7 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     ("args", "message"),
     [
         (("/nonexistent/old.db", "postgresql://x@127.0.0.1:1/x"), "no SQLite database"),
-        (("old.db", "mysql://x"), "is not a postgresql:// URL"),
+        (("old.db", "mysql://x"), "must be a postgresql:// URL"),
         (
             ("postgresql://x@127.0.0.1:1/x", "postgresql://y"),
             "is not a SQLite file path",
@@ -106,6 +107,28 @@ def test_copy_db_refuses_what_it_cannot_copy(
     result = run_command("copy-db", *args)
     assert result.returncode == 1
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_copy_db_refuses_a_password_on_the_command_line(tmp_path: Path) -> None:
+    """ps and the shell's history keep a command line: the URL with its password goes
+    in AUTHSVC_DB (or the password in PGPASSWORD or ~/.pgpass)."""
+    sqlite_path = tmp_path / "old.db"
+    Store(sqlite_path).initialize()
+    result = run_command(
+        "copy-db", str(sqlite_path), "postgresql://authsvc:hunter2@127.0.0.1:1/x"
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "AUTHSVC_DB" in line and "PGPASSWORD" in line
+    assert "hunter2" not in line
+
+
+def test_copy_db_without_a_target_names_authsvc_db(tmp_path: Path) -> None:
+    sqlite_path = tmp_path / "old.db"
+    Store(sqlite_path).initialize()
+    result = run_command("copy-db", str(sqlite_path), db=str(tmp_path / "other.db"))
+    assert result.returncode == 1
+    assert "AUTHSVC_DB (or POSTGRES_URL) must be a postgresql:// URL" in result.stderr
 
 
 def test_an_unknown_command_is_a_usage_error() -> None:
@@ -249,6 +272,7 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     past.create_session("old@example.com")
     past.get_reset_password_token("old@example.com")
     past._db.count_login_attempt("x@example.com", time.time() - 2 * 86400, 900)
+    past._db.count_reset_request("x@example.com", time.time() - 2 * 86400, 3600)
     past._db.count_client_attempt(
         "login_client", "192.0.2.1", time.time() - 2 * 86400, 900
     )

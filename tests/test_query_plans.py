@@ -68,7 +68,7 @@ def lookups(statements: list[str]) -> list[str]:
 def test_the_flow_looks_users_up_by_each_key(statements: list[str]) -> None:
     found = " ".join(lookups(statements))
     for where in (
-        "WHERE email =",
+        "WHERE email_digest =",
         "WHERE s.digest =",
         "WHERE digest =",
         "WHERE t.digest =",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -292,7 +293,7 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 @pytest.mark.sqlite_only
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 7
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 8
     tables = {
         row[0]
         for row in db._connection().execute(
@@ -385,7 +386,39 @@ def test_ended_windows_are_deleted(db: Store) -> None:
     for index in range(5):
         db.count_login_attempt(f"user{index}@example.com", 1000.0, 60)
     db.count_login_attempt("late@example.com", 2000.0, 60)
-    assert query(db.path, "SELECT email FROM login_attempts") == [("late@example.com",)]
+    assert query(db.path, "SELECT email_digest FROM login_attempts") == [
+        (hashlib.sha256(b"late@example.com").hexdigest(),)
+    ]
+
+
+@pytest.mark.sqlite_only  # the same loop waits for a PostgreSQL that does not answer
+def test_a_start_up_that_waits_says_so_every_five_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The schema check tries again every second, and warns every BOOT_WARNING_SECONDS
+    (as README "Running in production" says), not at every try."""
+
+    class Clock:
+        now = 0.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    monkeypatch.setattr(store, "time", Clock())
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_SECONDS", 0.01)
+    monkeypatch.setattr(store, "BOOT_WAIT_SECONDS", 12.0)
+    path = tmp_path / "new.db"
+    with (
+        write_lock_held(str(path)),
+        pytest.raises(store.DatabaseBusy),
+        caplog.at_level("WARNING", logger="authsvc.store"),
+    ):
+        Store(path).initialize()
+    waits = [r for r in caplog.records if "schema check waits" in r.getMessage()]
+    assert len(waits) == 3  # at 0, 5 and 10 s of 12 tries
 
 
 def test_a_write_lock_held_too_long_is_database_busy(
