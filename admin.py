@@ -36,8 +36,6 @@ from werkzeug.exceptions import BadRequest
 import store
 from authsvc import (
     Auth,
-    Config,
-    ConfigError,
     NoMetrics,
     UnknownEmail,
     audit,
@@ -47,6 +45,7 @@ from authsvc import (
     new_password,
     open_store,
 )
+from config import Config, ConfigError
 from store import DuplicateEmail, Store
 
 

@@ -8,14 +8,17 @@ this file, and every SQL statement is in store.py. Run it with
     python authsvc.py         # development server on http://127.0.0.1:5000
     python authsvc.py --help  # the operator's commands (admin.py)
 
-Layout, top to bottom: configuration, errors, password and token helpers, reset-token
-mail, `Auth` (the logic the course asks for), request helpers, responses, the URL map,
-`AuthApp` (the HTTP layer), logging set-up and `create_app`, and the development server.
+This file is the API's request path, top to bottom in the order a request travels once
+the settings are read: the errors `Auth` raises, passwords and tokens, `Auth` (the logic
+the course asks for), reading a request, writing a response, the URL map, `AuthApp` (the
+HTTP layer), `create_app`, and the development server. What a request does not pass
+through lives beside it, one module per part: config.py (the settings), mail.py (every
+message sent), store.py (every SQL statement), metrics.py, admin.py (the commands, the
+only module that imports this one).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -27,16 +30,10 @@ import math
 import os
 import re
 import secrets
-import smtplib
-import ssl
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from email.errors import HeaderParseError
-from email.headerregistry import Address
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -61,13 +58,20 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
+from config import Config, ConfigError
+from limits import (
+    Limits,
+    LoginThrottled,
+    MailboxLimited,
+    Throttled,
+)
+from mail import DeliveryFailed, Mailer, is_single_mailbox
 from store import (
     DatabaseBusy,
     DatabaseUnavailable,
     DatabaseUnusable,
     DuplicateEmail,
     InvalidValue,
-    LoginAttempts,
     Session,
     Store,
     User,
@@ -78,303 +82,6 @@ logger = logging.getLogger("authsvc")
 # One line per security event (see AuthApp.audit); a logger of its own, so a deployment
 # can route the audit trail somewhere else than the errors.
 audit_logger = logging.getLogger("authsvc.audit")
-
-
-# =============================================================================================
-# Configuration
-# =============================================================================================
-
-
-class ConfigError(ValueError):
-    """A setting has a value authsvc cannot use; the message names the variable."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Every setting of the service, read once at start-up (see README.md, "Configuration")."""
-
-    db: str = "authsvc.db"
-    bcrypt_rounds: int = 12
-    session_ttl: int = 24 * 60 * 60
-    session_idle_ttl: int = 60 * 60  # 0: no idle expiry
-    max_sessions: int = 20
-    reset_ttl: int = 15 * 60
-    body_timeout: int = 10  # seconds to receive a request body
-    db_pool_size: int = 16  # PostgreSQL connections per process at most
-    cookie_secure: bool = False
-    cookie_name: str = "session_id"  # the course's; "__Host-session" behind TLS
-    # The request limits (README "Configuration" says what each protects, and the
-    # anchor its default comes from). Per client: per IPv4 address, or per IPv6 /64 with
-    # IPV6_SITE_FACTOR times the limit per /48.
-    login_max_failures: int = 10  # per (email, client), per login window
-    email_max_failures: int = 100  # per email, from every client together
-    client_max_failures: int = 300  # per client, for every email together
-    client_max_logins: int = 1000  # per client, every login attempt, failed or not
-    login_window: int = 15 * 60
-    reset_max_per_email: int = 3  # per (email, client), per hour; smtp delivery only
-    email_max_resets: int = 10  # per email, from every client, per hour; smtp only
-    client_max_resets: int = 360  # per client, per hour
-    client_max_registrations: int = 360  # per client, per hour
-    trusted_proxies: int = 0  # proxies in front whose X-Forwarded-For entry is trusted
-    allowed_origins: tuple[
-        str, ...
-    ] = ()  # other origins whose pages may log in and out
-    secret_key: str = dataclasses.field(default="", repr=False)  # keys the audit hash
-    reset_delivery: str = "response"  # or "smtp"
-    smtp_host: str = "localhost"
-    smtp_port: int = 25
-    smtp_from: str = ""
-    smtp_user: str = ""
-    smtp_password: str = dataclasses.field(default="", repr=False)  # never printed
-    smtp_starttls: bool = False
-    metrics: bool = False  # GET /metrics for Prometheus
-    # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "" for none.
-    metrics_dir: str = ""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Build a Config from `AUTHSVC_*` variables, defaults for the ones not set.
-
-        Raises ConfigError naming the variable on a bad value, so a typo stops start-up
-        instead of running with a setting nobody asked for.
-        """
-        defaults = cls()
-        return cls(
-            db=_env_str(environ, "AUTHSVC_DB", defaults.db),
-            bcrypt_rounds=_env_int(
-                environ, "AUTHSVC_BCRYPT_ROUNDS", defaults.bcrypt_rounds, 4, 31
-            ),
-            session_ttl=_env_int(
-                environ, "AUTHSVC_SESSION_TTL", defaults.session_ttl, 1, MAX_SESSION_TTL
-            ),
-            session_idle_ttl=_env_int(
-                environ,
-                "AUTHSVC_SESSION_IDLE_TTL",
-                defaults.session_idle_ttl,
-                0,
-                MAX_SESSION_TTL,
-            ),
-            max_sessions=_env_int(
-                environ, "AUTHSVC_MAX_SESSIONS", defaults.max_sessions, 1, 1000
-            ),
-            reset_ttl=_env_int(
-                environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1, MAX_RESET_TTL
-            ),
-            login_max_failures=_env_int(
-                environ, "AUTHSVC_LOGIN_MAX_FAILURES", defaults.login_max_failures, 1
-            ),
-            email_max_failures=_env_int(
-                environ, "AUTHSVC_EMAIL_MAX_FAILURES", defaults.email_max_failures, 1
-            ),
-            client_max_failures=_env_int(
-                environ, "AUTHSVC_CLIENT_MAX_FAILURES", defaults.client_max_failures, 1
-            ),
-            client_max_logins=_env_int(
-                environ, "AUTHSVC_CLIENT_MAX_LOGINS", defaults.client_max_logins, 1
-            ),
-            reset_max_per_email=_env_int(
-                environ, "AUTHSVC_RESET_MAX_PER_EMAIL", defaults.reset_max_per_email, 1
-            ),
-            email_max_resets=_env_int(
-                environ, "AUTHSVC_EMAIL_MAX_RESETS", defaults.email_max_resets, 1
-            ),
-            client_max_resets=_env_int(
-                environ, "AUTHSVC_CLIENT_MAX_RESETS", defaults.client_max_resets, 1
-            ),
-            client_max_registrations=_env_int(
-                environ,
-                "AUTHSVC_CLIENT_MAX_REGISTRATIONS",
-                defaults.client_max_registrations,
-                1,
-            ),
-            trusted_proxies=_env_int(
-                environ, "AUTHSVC_TRUSTED_PROXIES", defaults.trusted_proxies, 0, 10
-            ),
-            allowed_origins=_allowed_origins(environ),
-            secret_key=_secret_key(environ),
-            login_window=_env_int(
-                environ,
-                "AUTHSVC_LOGIN_WINDOW",
-                defaults.login_window,
-                1,
-                MAX_LOGIN_WINDOW,
-            ),
-            body_timeout=_env_int(
-                environ, "AUTHSVC_BODY_TIMEOUT", defaults.body_timeout, 1, 300
-            ),
-            db_pool_size=_env_int(
-                environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
-            ),
-            **_cookie_settings(environ, defaults),
-            **_smtp_settings(environ, defaults),
-            **_metrics_settings(environ, defaults),
-        )
-
-
-RESET_DELIVERIES = ("response", "smtp")
-# Upper bounds for the lifetimes, in seconds. Beyond them a setting is a mistake (a
-# session alive for years), and a huge number would overflow the clock arithmetic.
-MAX_SESSION_TTL = 366 * 24 * 60 * 60
-MAX_RESET_TTL = 24 * 60 * 60
-MAX_LOGIN_WINDOW = 24 * 60 * 60
-
-
-def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
-    """The reset-delivery settings, checked together: smtp needs a sender address,
-    and a user name without a password (or the reverse) is a mistake."""
-    delivery = environ.get("AUTHSVC_RESET_DELIVERY", defaults.reset_delivery).strip()
-    if delivery not in RESET_DELIVERIES:
-        raise ConfigError(
-            f"AUTHSVC_RESET_DELIVERY must be one of {', '.join(RESET_DELIVERIES)}, got {delivery!r}"
-        )
-    settings = {
-        "reset_delivery": delivery,
-        "smtp_host": _env_str(environ, "AUTHSVC_SMTP_HOST", defaults.smtp_host),
-        "smtp_port": _env_int(
-            environ, "AUTHSVC_SMTP_PORT", defaults.smtp_port, 1, 65535
-        ),
-        "smtp_from": environ.get("AUTHSVC_SMTP_FROM", defaults.smtp_from).strip(),
-        "smtp_user": environ.get("AUTHSVC_SMTP_USER", defaults.smtp_user),
-        "smtp_password": environ.get("AUTHSVC_SMTP_PASSWORD", defaults.smtp_password),
-        "smtp_starttls": _env_bool(
-            environ, "AUTHSVC_SMTP_STARTTLS", defaults.smtp_starttls
-        ),
-    }
-    if delivery == "smtp" and "@" not in settings["smtp_from"]:
-        raise ConfigError(
-            "AUTHSVC_SMTP_FROM must be an email address when AUTHSVC_RESET_DELIVERY=smtp"
-        )
-    if bool(settings["smtp_user"]) != bool(settings["smtp_password"]):
-        raise ConfigError(
-            "AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD must be set together"
-        )
-    return settings
-
-
-# RFC 6265's cookie-name: an RFC 9110 token.
-COOKIE_NAME_SHAPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
-# A serialized origin, as browsers send it in `Origin`: scheme, host, optional port.
-ORIGIN_SHAPE = re.compile(
-    r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?"
-)
-MIN_SECRET_KEY_CHARS = 32
-
-
-def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
-    """The cookie's name and Secure flag, checked together.
-
-    A name starting `__Host-` or `__Secure-` is a promise browsers enforce: they refuse
-    such a cookie unless it is Secure (and for `__Host-`, Path=/ and no Domain, which
-    authsvc always sends). So such a name without AUTHSVC_COOKIE_SECURE=true would make
-    every login a cookie the browser drops: refused at start-up instead.
-    """
-    name = environ.get("AUTHSVC_COOKIE_NAME", defaults.cookie_name).strip()
-    secure = _env_bool(environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure)
-    if not COOKIE_NAME_SHAPE.fullmatch(name):
-        raise ConfigError(
-            f"AUTHSVC_COOKIE_NAME must be 1-64 letters, digits or !#$%&'*+-.^_`|~, got {name!r}"
-        )
-    if name.lower().startswith(("__host-", "__secure-")) and not secure:
-        raise ConfigError(
-            f"AUTHSVC_COOKIE_NAME={name} needs AUTHSVC_COOKIE_SECURE=true: browsers "
-            "keep a __Host- or __Secure- cookie only when it is Secure"
-        )
-    return {"cookie_name": name, "cookie_secure": secure}
-
-
-def _allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """AUTHSVC_ALLOWED_ORIGINS: comma-separated origins like https://app.example.com."""
-    raw = environ.get("AUTHSVC_ALLOWED_ORIGINS", "")
-    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
-    for origin in origins:
-        if not ORIGIN_SHAPE.fullmatch(origin):
-            raise ConfigError(
-                "AUTHSVC_ALLOWED_ORIGINS must be comma-separated origins such as "
-                f"https://app.example.com (scheme, host, optional port), got {origin!r}"
-            )
-    return origins
-
-
-def _secret_key(environ: Mapping[str, str]) -> str:
-    """AUTHSVC_SECRET_KEY, if set: at least 32 characters (e.g. `openssl rand -hex 32`)."""
-    key = environ.get("AUTHSVC_SECRET_KEY", "")
-    if key and len(key) < MIN_SECRET_KEY_CHARS:
-        raise ConfigError(
-            f"AUTHSVC_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
-            "(openssl rand -hex 32 makes one)"
-        )
-    return key
-
-
-def _metrics_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
-    """AUTHSVC_METRICS, and the directory where gunicorn's workers add their figures up.
-
-    prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, at import; authsvc only
-    checks it names a directory it can write, so a typo stops start-up here instead of
-    failing in the first request that counts something.
-    """
-    metrics = _env_bool(environ, "AUTHSVC_METRICS", defaults.metrics)
-    metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-    if (
-        metrics
-        and metrics_dir
-        and not (
-            os.path.isdir(metrics_dir) and os.access(metrics_dir, os.W_OK | os.X_OK)
-        )
-    ):
-        raise ConfigError(
-            f"PROMETHEUS_MULTIPROC_DIR={metrics_dir!r} (with AUTHSVC_METRICS=true) "
-            "must be an existing directory authsvc can write"
-        )
-    return {"metrics": metrics, "metrics_dir": metrics_dir if metrics else ""}
-
-
-def _env_str(environ: Mapping[str, str], name: str, default: str) -> str:
-    """A non-empty string setting."""
-    value = environ.get(name, default).strip()
-    if not value:
-        raise ConfigError(f"{name} must not be empty")
-    return value
-
-
-def _env_int(
-    environ: Mapping[str, str],
-    name: str,
-    default: int,
-    minimum: int,
-    maximum: int | None = None,
-) -> int:
-    """An integer setting within [minimum, maximum]."""
-    raw = environ.get(name)
-    if raw is None:
-        return default
-    bounds = (
-        f"from {minimum} to {maximum}"
-        if maximum is not None
-        else f"of at least {minimum}"
-    )
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}")
-    return value
-
-
-def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    """A yes/no setting: 1/true/yes/on or 0/false/no/off, any case."""
-    raw = environ.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(
-        f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}"
-    )
 
 
 # =============================================================================================
@@ -403,29 +110,6 @@ class UnknownSession(LookupError):
 
 class InvalidCredentials(Exception):
     """Login refused: unknown email or wrong password (deliberately not saying which)."""
-
-
-class Throttled(Exception):
-    """Too many attempts of one kind in the current window (logins, resets, sign-ups)."""
-
-    def __init__(self, retry_after: int, message: str) -> None:
-        """`retry_after`: whole seconds until the window ends and attempts count anew.
-        `message`: what the client is told (whose attempts were too many)."""
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.message = message
-
-
-class LoginThrottled(Throttled):
-    """Too many login attempts for this email, or from this client, in the window."""
-
-
-class MailboxLimited(Exception):
-    """A mailbox's limit of reset mails is reached: nothing is sent, nobody is told."""
-
-
-class DeliveryFailed(Exception):
-    """The SMTP server could not be reached or refused the message."""
 
 
 # =============================================================================================
@@ -491,127 +175,6 @@ def _digest(secret: str) -> str:
 
 
 # =============================================================================================
-# Reset-token delivery by mail
-# =============================================================================================
-
-
-# Every character str.splitlines() breaks a line at: the email package refuses a header
-# value holding any of them, ASCII or not (U+0085, U+2028, U+2029 included).
-LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def is_single_mailbox(email: str) -> bool:
-    """True when the mailer would send to exactly this one mailbox.
-
-    The standard library's address parser is the one smtplib's messages go through: an
-    address it cannot parse would crash the mailer, and one it parses differently
-    ("a,b@c.d" is two recipients, "a:b@c.d" a group) would mail someone else. Letters
-    beyond ASCII (SMTPUTF8: "josé@x.io") stand in as "a" for the check, since the parser
-    flags them as a defect although SMTPUTF8 servers take them.
-    """
-    if LINE_BREAKS.search(email):
-        return False  # a mail header cannot hold it (and a To: line must not break)
-    ascii_shape = re.sub(r"[^\x00-\x7f]", "a", email)
-    try:
-        parsed = Address(addr_spec=ascii_shape).addr_spec
-    # Besides its own errors, the parser raises IndexError and AttributeError on some
-    # malformed input ("a@[b.c"): all of them mean it is not an address to mail.
-    except (HeaderParseError, ValueError, IndexError, AttributeError):
-        return False
-    return parsed == ascii_shape
-
-
-SMTP_TIMEOUT_SECONDS = 10.0
-
-
-class Mailer:
-    """Sends reset tokens through an SMTP server with the stdlib smtplib.
-
-    One connection per message: a reset request is rare, and a fresh connection cannot
-    be left half-broken by an earlier failure.
-    """
-
-    def __init__(self, config: Config) -> None:
-        """Use the AUTHSVC_SMTP_* settings of `config`."""
-        self._config = config
-
-    @contextmanager
-    def _session(self) -> Iterator[smtplib.SMTP]:
-        """An SMTP session, after STARTTLS and login when configured; QUIT at the end.
-
-        Raises DeliveryFailed when the server cannot be reached or refuses us. The
-        underlying error is logged by class only: its text can echo what we sent.
-        """
-        config = self._config
-        try:
-            with smtplib.SMTP(
-                config.smtp_host, config.smtp_port, timeout=SMTP_TIMEOUT_SECONDS
-            ) as smtp:
-                if config.smtp_starttls:
-                    # Verifies the server's certificate and host name against the system's CAs.
-                    smtp.starttls(context=ssl.create_default_context())
-                if config.smtp_user:
-                    smtp.login(config.smtp_user, config.smtp_password)
-                yield smtp
-        except (OSError, smtplib.SMTPException) as error:
-            logger.error(
-                "SMTP delivery to %s:%s failed: %s",
-                config.smtp_host,
-                config.smtp_port,
-                type(error).__name__,
-            )
-            raise DeliveryFailed("could not deliver the reset email") from None
-
-    def _send(
-        self, to: str, body: str, subject: str = "Your authsvc password reset"
-    ) -> None:
-        """Mail `body` to `to`. Raises DeliveryFailed."""
-        message = EmailMessage()
-        message["From"] = self._config.smtp_from
-        message["To"] = to
-        message["Subject"] = subject
-        message.set_content(body)
-        with self._session() as smtp:
-            smtp.send_message(message)
-
-    def send_reset_token(self, to: str, reset_token: str) -> None:
-        """Mail `reset_token` to `to`. Raises DeliveryFailed."""
-        self._send(
-            to,
-            "Someone (hopefully you) asked to reset the password of your authsvc account.\n\n"
-            f"Reset token: {reset_token}\n\n"
-            f"It works once, within {self._config.reset_ttl // 60} minutes, together with this email\n"
-            "address (PUT /reset_password). If you did not ask, ignore this message.\n",
-        )
-
-    def send_password_changed(self, to: str) -> None:
-        """Tell `to` that the account's password was just changed (ASVS 2.5.5): no token,
-        no password; if the owner did not do it, they learn it now. Raises DeliveryFailed."""
-        self._send(
-            to,
-            "The password of your authsvc account was just changed, and every session of\n"
-            "the account was ended. If you did this, nothing more is needed. If you did\n"
-            "not, ask for a password reset with this address now.\n",
-            subject="Your authsvc password was changed",
-        )
-
-    def send_no_account_notice(self, to: str) -> None:
-        """Tell `to` that a reset was asked for it but no account uses it. Raises DeliveryFailed.
-
-        Sending a mail for an unknown address too is what makes the two cases look
-        alike from outside: the same SMTP dialogue takes the same time, and fails the
-        same way when the server is down. Only the owner of the mailbox learns that
-        there is no account, never the person who asked.
-        """
-        self._send(
-            to,
-            "Someone (hopefully you) asked to reset the password of an authsvc account\n"
-            "with this email address, but no account uses it. Perhaps you signed up with\n"
-            "another address. If you did not ask, ignore this message.\n",
-        )
-
-
-# =============================================================================================
 # Auth: the course's logic
 # =============================================================================================
 
@@ -640,49 +203,6 @@ PUBLIC_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
 
 # What a session keeps of its login's User-Agent header, for the listing.
 MAX_USER_AGENT_CHARS = 256
-
-
-# Reset requests and sign-ups are counted per email and per client over an hour.
-CLIENT_COUNT_WINDOW = 60 * 60
-
-
-def client_key(address: str) -> str:
-    """The key a client's attempts are counted under: its address; for IPv6, its /64.
-
-    One IPv6 host usually holds a whole /64 and can pick a new address in it for each
-    request, so counting single IPv6 addresses would count nothing. Anything that is no
-    address (a Unix socket's peer, the CLI) shares the key "unknown".
-    """
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return "unknown"
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
-    return str(parsed)
-
-
-# An IPv6 site (a /48) holds 65,536 /64s: counted by /64 alone, one site would have as
-# many budgets. So a /48 is counted too, under this many times each limit.
-IPV6_SITE_FACTOR = 4
-
-
-def client_keys(address: str) -> list[tuple[str, int]]:
-    """Every key a client's request is counted under, with the multiple of the limit
-    that applies to it: `client_key` at 1, and for IPv6 also the /48 at IPV6_SITE_FACTOR.
-    """
-    key = client_key(address)
-    if not key.endswith("/64"):
-        return [(key, 1)]
-    site = ipaddress.ip_network(key).supernet(new_prefix=48)
-    return [(key, 1), (str(site), IPV6_SITE_FACTOR)]
-
-
-def retry_after(tally: LoginAttempts, window: float, now: float) -> int:
-    """Whole seconds, at least 1, until the window of `tally` ends."""
-    return max(1, math.ceil(tally.window_started_at + window - now))
 
 
 class NoMetrics:
@@ -741,6 +261,7 @@ class Auth:
         self._clock = clock
         self.metrics = metrics or metrics_for(self._config)
         self._db = open_store(self._config.db, self._config.db_pool_size)
+        self._limits = Limits(self._db, self._config, clock)
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -789,13 +310,7 @@ class Auth:
         """
         if client is not None:
             with self._db.transaction():
-                self._count_client(
-                    "register",
-                    client,
-                    self._config.client_max_registrations,
-                    CLIENT_COUNT_WINDOW,
-                    "too many sign-ups from this address; try again later",
-                )
+                self._limits.count_sign_up(client)
         return self._db.add_user(email, self._hash(password))
 
     def _verify(self, email: str, password: str) -> User | None:
@@ -831,7 +346,7 @@ class Auth:
         """Check a login attempt and start a session: (the user, the new session id).
 
         Every attempt is counted before the password is checked, in order, in one write
-        transaction (`_count_login_attempt`); past a limit it raises LoginThrottled, even
+        transaction (`Limits.count_login`); past a limit it raises LoginThrottled, even
         with the right password, until that window ends. Raises InvalidCredentials for a
         wrong email or password, and also when a password reset replaced the password
         while this one was being checked.
@@ -841,7 +356,8 @@ class Auth:
         password was stored (conditional on that same hash), forgetting the email's
         counts, and taking this attempt back from the client's failures (it was none).
         """
-        self._count_login_attempt(email, ip)
+        with self._db.transaction():
+            self._limits.count_login(email, ip)
         user = self._verify(email, password)
         if user is None:
             raise InvalidCredentials("wrong email or password")
@@ -854,78 +370,8 @@ class Auth:
                 raise InvalidCredentials("the password changed during the login")
             if rehashed is not None:
                 self._db.update_user(user.id, hashed_password=rehashed)
-            self._db.clear_login_attempts(email)  # from every client
-            for key, _ in client_keys(ip):
-                self._db.uncount_client_attempt("login_client", key)
+            self._limits.forget_login_failures(email, ip)
         return user, session_id
-
-    def _count_login_attempt(self, email: str, address: str) -> None:
-        """Count a login attempt, or refuse it (LoginThrottled) and count nothing.
-
-        The limits are checked in this order, and an attempt one of them refuses is
-        taken back from every count before it (the transaction is rolled back), so a
-        refused attempt spends nobody's budget (SPEC "Limits cannot be turned against
-        the owner"):
-        - per client, AUTHSVC_CLIENT_MAX_LOGINS (1,000) attempts of any outcome: one
-          account gives nobody unlimited bcrypt work;
-        - per client, AUTHSVC_CLIENT_MAX_FAILURES (300): one address trying one
-          password on many emails (password spraying), OWASP ASVS 2.2.1;
-        - per (email, client), AUTHSVC_LOGIN_MAX_FAILURES (10): the lock-out. Someone
-          guessing at an account from their own address locks only that address out;
-          the owner, from their usual one, still logs in;
-        - per email, AUTHSVC_EMAIL_MAX_FAILURES (100): a ceiling against guessing one
-          account from many addresses, spent only by attempts the others let through.
-        Counted before the check, so a burst of simultaneous guesses is counted whole.
-        """
-        config = self._config
-        window = config.login_window
-        from_here = "too many failed logins from this address; try again later"
-        for_email = "too many failed logins for this email; try again later"
-        with self._db.transaction():
-            self._count_client(
-                "login_all",
-                address,
-                config.client_max_logins,
-                window,
-                "too many logins from this address; try again later",
-                LoginThrottled,
-            )
-            self._count_client(
-                "login_client",
-                address,
-                config.client_max_failures,
-                window,
-                from_here,
-                LoginThrottled,
-            )
-            now = self._clock()
-            pair = self._db.count_client_attempt(
-                "login_pair", client_key(address), now, window, email=email
-            )
-            if pair.attempts > config.login_max_failures:
-                raise LoginThrottled(retry_after(pair, window, now), for_email)
-            per_email = self._db.count_login_attempt(email, now, window)
-            if per_email.attempts > config.email_max_failures:
-                raise LoginThrottled(retry_after(per_email, window, now), for_email)
-
-    def _count_client(
-        self,
-        kind: str,
-        address: str,
-        limit: int,
-        window: int,
-        message: str,
-        refusal: type[Throttled] = Throttled,
-    ) -> None:
-        """Inside a transaction: count one request of `kind` from the client at `address`
-        under each of its keys (`client_keys`), and raise `refusal` (with `message`)
-        past `limit` for any of them. Raising rolls the caller's transaction back, so a
-        refused request stays uncounted everywhere."""
-        now = self._clock()
-        for key, factor in client_keys(address):
-            tally = self._db.count_client_attempt(kind, key, now, window)
-            if tally.attempts > limit * factor:
-                raise refusal(retry_after(tally, window, now), message)
 
     # -- sessions: one row per login, several per user
 
@@ -1087,22 +533,8 @@ class Auth:
     def purge(self) -> dict[str, int]:
         """Delete what has ended: sessions, reset tokens, throttle windows (`purge`)."""
         now = self._clock()
-        return self._db.purge(
-            now,
-            self._live_after(now),
-            {
-                "login_attempts": self._config.login_window,
-                "reset_attempts": CLIENT_COUNT_WINDOW,
-            },
-            {
-                "login_all": self._config.login_window,
-                "login_client": self._config.login_window,
-                "login_pair": self._config.login_window,
-                "reset": CLIENT_COUNT_WINDOW,
-                "reset_pair": CLIENT_COUNT_WINDOW,
-                "register": CLIENT_COUNT_WINDOW,
-            },
-        )
+        per_email, per_client = self._limits.windows()
+        return self._db.purge(now, self._live_after(now), per_email, per_client)
 
     def count_live_sessions(self) -> int:
         """How many sessions are live now, over every user (the metrics' gauge)."""
@@ -1141,15 +573,9 @@ class Auth:
         try:
             with self._db.transaction():
                 if client is not None:
-                    self._count_client(
-                        "reset",
-                        client,
-                        config.client_max_resets,
-                        CLIENT_COUNT_WINDOW,
-                        "too many reset requests from this address; try again later",
-                    )
+                    self._limits.count_reset_request(client)
                 if self._mailer is not None:
-                    self._count_mailbox_request(email, client or "")
+                    self._limits.count_mail_to(email, client or "")
                 if user is not None:
                     self._db.add_reset_token(
                         user.id, _digest(reset_token), now + config.reset_ttl
@@ -1157,19 +583,6 @@ class Auth:
         except MailboxLimited:
             return False
         return True
-
-    def _count_mailbox_request(self, email: str, address: str) -> None:
-        """Inside a transaction: count a request that sends mail to `email`, per
-        (email, client) and per email; MailboxLimited past either limit."""
-        now = self._clock()
-        pair = self._db.count_client_attempt(
-            "reset_pair", client_key(address), now, CLIENT_COUNT_WINDOW, email=email
-        )
-        if pair.attempts > self._config.reset_max_per_email:
-            raise MailboxLimited
-        per_email = self._db.count_reset_request(email, now, CLIENT_COUNT_WINDOW)
-        if per_email.attempts > self._config.email_max_resets:
-            raise MailboxLimited
 
     def issue_reset_token(
         self, email: str, client: str | None = None

@@ -17,7 +17,7 @@ def _metrics_dir() -> str:
     """The multiprocess directory when metrics are on, else "": authsvc's own reading
     of AUTHSVC_METRICS and PROMETHEUS_MULTIPROC_DIR (Config.metrics_dir). A bad setting
     is left for the app to report when it loads, naming the variable."""
-    from authsvc import Config, ConfigError
+    from config import Config, ConfigError
 
     try:
         return Config.from_env(os.environ).metrics_dir

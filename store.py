@@ -738,7 +738,12 @@ class _DriverErrors:
 
 
 class Store:
-    """The users, sessions and counters of one database: a SQLite file or PostgreSQL."""
+    """The users, sessions and counters of one database: a SQLite file or PostgreSQL.
+
+    Its methods come in groups, each under a banner naming the tables it serves: the
+    lifecycle (schema, connections, transactions), then one group per table, so
+    everything about sessions, say, is in one place.
+    """
 
     def __init__(self, path: str | os.PathLike[str], pool_size: int = 16) -> None:
         """Remember where the database is; open nothing yet (see the module docstring).
@@ -761,7 +766,9 @@ class Store:
         )
         self._local = threading.local()  # the connection of an open transaction
 
-    # -- lifecycle
+    # ====================================================================================
+    # Lifecycle: the schema, connections and transactions
+    # ====================================================================================
 
     def initialize(self) -> None:
         """Bring the database up to the current schema, on a connection closed after.
@@ -954,7 +961,9 @@ class Store:
         if self.dialect.lock_user is not None:
             self._execute(conn, self.dialect.lock_user, (user_id,)).fetchall()
 
-    # -- the course's three methods
+    # ====================================================================================
+    # users: the course's three methods, and the rest that reads or writes accounts
+    # ====================================================================================
 
     def add_user(self, email: str, hashed_password: str) -> User:
         """Insert a user and return it.
@@ -1032,84 +1041,67 @@ class Store:
         if cursor.rowcount == 0:
             raise UserNotFound(f"no user with id {user_id}")
 
-    # -- reset tokens: one row per live token (migration 7)
-
-    def add_reset_token(self, user_id: int, digest: str, expires_at: float) -> None:
-        """Store a new reset token's digest for the user; earlier ones stay usable."""
-        with self.transaction(), self._conn() as conn:
-            self._execute(
-                conn,
-                "INSERT INTO reset_tokens (digest, user_id, expires_at) VALUES (?, ?, ?)",
-                (digest, user_id, expires_at),
-            )
-
-    def reset_token_holder(self, digest: str) -> tuple[User, float] | None:
-        """The user whose reset token has this digest, and when it expires; None if no
-        token has it. Expired or not: the caller decides with its clock."""
-        with self._conn() as conn:
-            rows = self._execute(
-                conn,
-                f"SELECT t.expires_at AS token_expires_at, "
-                f"{', '.join('u.' + column for column in USER_COLUMNS)} "
-                "FROM reset_tokens AS t JOIN users AS u ON u.id = t.user_id"
-                " WHERE t.digest = ?",
-                (digest,),
-            ).fetchall()
-        if not rows:
-            return None
-        return _user_from_row(rows[0]), rows[0]["token_expires_at"]
-
-    def delete_reset_token(self, digest: str) -> None:
-        """Forget one token (one whose mail could not be sent)."""
-        with self.transaction(), self._conn() as conn:
-            self._execute(conn, "DELETE FROM reset_tokens WHERE digest = ?", (digest,))
-
-    def delete_reset_tokens_of(self, user_id: int) -> None:
-        """End every reset token of the user (an operator set the password)."""
-        with self.transaction(), self._conn() as conn:
-            self._execute(
-                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
-            )
-
-    def spend_reset_token(
-        self, user_id: int, digest: str, now: float, hashed_password: str
-    ) -> bool:
-        """Set a new password hash with the live token of this digest, and end every
-        token of the user (the password they were for has changed).
-
-        True when the token was still there and live; False when another request spent
-        it first or it expired. The DELETE ... WHERE is the condition: of two requests
-        racing with one token, on any workers or hosts, exactly one deletes its row.
-        """
-        with self.transaction(), self._conn() as conn:
-            spent = self._execute(
-                conn,
-                "DELETE FROM reset_tokens WHERE digest = ? AND user_id = ? AND expires_at > ?",
-                (digest, user_id, now),
-            ).rowcount
-            if spent != 1:
-                return False
-            self._execute(
-                conn,
-                "UPDATE users SET hashed_password = ? WHERE id = ?",
-                (hashed_password, user_id),
-            )
-            self._execute(
-                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
-            )
-        return True
-
     def lock_user(self, user_id: int) -> None:
         """Inside `transaction()`: make other writers of this user wait until it ends."""
         with self._conn() as conn:
             self._lock_user(conn, user_id)
 
-    # -- sessions: one row per login (migration 3)
-    #
+    def add_many_users(self, emails: Iterable[str], hashed_password: str) -> int:
+        """Insert a user for each email, all with one password hash, in one transaction.
+
+        One transaction and one prepared statement make a million rows a matter of
+        seconds. Raises DuplicateEmail (and inserts nothing) if any email is taken.
+        Returns the number of rows inserted.
+        """
+        try:
+            with self.transaction(), self._conn() as conn:
+                cursor = conn.cursor()
+                cursor.executemany(
+                    self.dialect.sql(
+                        "INSERT INTO users (email, hashed_password, email_key) VALUES (?, ?, ?)"
+                    ),
+                    ((email, hashed_password, email_key(email)) for email in emails),
+                )
+        except DuplicateEmail:
+            raise DuplicateEmail("one of the emails is already registered") from None
+        return cursor.rowcount
+
+    def count_users(self) -> int:
+        """How many rows `users` holds."""
+        with self._conn() as conn:
+            return self._execute(conn, "SELECT COUNT(*) AS n FROM users").fetchall()[0][
+                "n"
+            ]
+
+    def iter_users_with_sessions(
+        self, now: float, live_after: float, batch: int = 1000
+    ) -> Iterator[tuple[str, int]]:
+        """(email, live sessions) per user, by id, `batch` users per query (keyset
+        pagination: a million users never sit in memory, on either database)."""
+        last_id = 0
+        while True:
+            with self._conn() as conn:
+                rows = self._execute(
+                    conn,
+                    "SELECT u.id, u.email, COUNT(s.id) AS live FROM users AS u"
+                    " LEFT JOIN sessions AS s ON s.user_id = u.id"
+                    " AND s.expires_at > ? AND s.last_used_at > ?"
+                    " WHERE u.id > ? GROUP BY u.id, u.email ORDER BY u.id LIMIT ?",
+                    (now, live_after, last_id, batch),
+                ).fetchall()
+            for row in rows:
+                yield row["email"], row["live"]
+            if len(rows) < batch:
+                return
+            last_id = rows[-1]["id"]
+
+    # ====================================================================================
+    # sessions: one row per login (migration 3)
     # "Live" is decided by the caller's clock, passed in as two bounds: a session is live
     # while `expires_at > now` (its absolute lifetime) and `last_used_at > live_after`
     # (its idle lifetime: `live_after` is now minus the idle lifetime, or -inf when idle
     # expiry is off). The store keeps no clock of its own, so tests can move time.
+    # ====================================================================================
 
     def add_session(
         self,
@@ -1254,8 +1246,95 @@ class Store:
             )
         return live
 
-    # -- attempts per email, for throttling (in the database, so every worker and host
-    #    counts the same attempts); keyed by the folded email
+    def count_live_sessions(self, now: float, live_after: float) -> int:
+        """How many sessions are live: not past their end, used after `live_after`.
+
+        A range of the index on (expires_at, last_used_at) counted inside the index,
+        so a scrape of GET /metrics stays cheap with a million sessions.
+        """
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT COUNT(*) AS n FROM sessions"
+                " WHERE expires_at > ? AND last_used_at > ?",
+                (now, live_after),
+            ).fetchall()
+        return rows[0]["n"]
+
+    # ====================================================================================
+    # reset_tokens: one row per live token (migration 7)
+    # ====================================================================================
+
+    def add_reset_token(self, user_id: int, digest: str, expires_at: float) -> None:
+        """Store a new reset token's digest for the user; earlier ones stay usable."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO reset_tokens (digest, user_id, expires_at) VALUES (?, ?, ?)",
+                (digest, user_id, expires_at),
+            )
+
+    def reset_token_holder(self, digest: str) -> tuple[User, float] | None:
+        """The user whose reset token has this digest, and when it expires; None if no
+        token has it. Expired or not: the caller decides with its clock."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT t.expires_at AS token_expires_at, "
+                f"{', '.join('u.' + column for column in USER_COLUMNS)} "
+                "FROM reset_tokens AS t JOIN users AS u ON u.id = t.user_id"
+                " WHERE t.digest = ?",
+                (digest,),
+            ).fetchall()
+        if not rows:
+            return None
+        return _user_from_row(rows[0]), rows[0]["token_expires_at"]
+
+    def delete_reset_token(self, digest: str) -> None:
+        """Forget one token (one whose mail could not be sent)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(conn, "DELETE FROM reset_tokens WHERE digest = ?", (digest,))
+
+    def delete_reset_tokens_of(self, user_id: int) -> None:
+        """End every reset token of the user (an operator set the password)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
+            )
+
+    def spend_reset_token(
+        self, user_id: int, digest: str, now: float, hashed_password: str
+    ) -> bool:
+        """Set a new password hash with the live token of this digest, and end every
+        token of the user (the password they were for has changed).
+
+        True when the token was still there and live; False when another request spent
+        it first or it expired. The DELETE ... WHERE is the condition: of two requests
+        racing with one token, on any workers or hosts, exactly one deletes its row.
+        """
+        with self.transaction(), self._conn() as conn:
+            spent = self._execute(
+                conn,
+                "DELETE FROM reset_tokens WHERE digest = ? AND user_id = ? AND expires_at > ?",
+                (digest, user_id, now),
+            ).rowcount
+            if spent != 1:
+                return False
+            self._execute(
+                conn,
+                "UPDATE users SET hashed_password = ? WHERE id = ?",
+                (hashed_password, user_id),
+            )
+            self._execute(
+                conn, "DELETE FROM reset_tokens WHERE user_id = ?", (user_id,)
+            )
+        return True
+
+    # ====================================================================================
+    # login_attempts, reset_attempts, client_attempts: the request limits' counters
+    # In the database, so every worker and host counts the same attempts (limits.py
+    # decides what is counted and when a request is refused).
+    # ====================================================================================
 
     def count_login_attempt(
         self, email: str, now: float, window: float
@@ -1355,29 +1434,9 @@ class Store:
                 (kind, client),
             )
 
-    # -- bulk loading (tests/bench.py seeds a million users with it)
-
-    def add_many_users(self, emails: Iterable[str], hashed_password: str) -> int:
-        """Insert a user for each email, all with one password hash, in one transaction.
-
-        One transaction and one prepared statement make a million rows a matter of
-        seconds. Raises DuplicateEmail (and inserts nothing) if any email is taken.
-        Returns the number of rows inserted.
-        """
-        try:
-            with self.transaction(), self._conn() as conn:
-                cursor = conn.cursor()
-                cursor.executemany(
-                    self.dialect.sql(
-                        "INSERT INTO users (email, hashed_password, email_key) VALUES (?, ?, ?)"
-                    ),
-                    ((email, hashed_password, email_key(email)) for email in emails),
-                )
-        except DuplicateEmail:
-            raise DuplicateEmail("one of the emails is already registered") from None
-        return cursor.rowcount
-
-    # -- moving to another database (python authsvc.py copy-db)
+    # ====================================================================================
+    # Every table: moving to another database (copy-db) and purging what has ended
+    # ====================================================================================
 
     def is_empty(self) -> bool:
         """True when no table of this database holds a row (users, sessions, counters)."""
@@ -1454,8 +1513,6 @@ class Store:
                     ) from None
         conn.execute("RELEASE SAVEPOINT copy_batch")
 
-    # -- operating (python authsvc.py purge / users)
-
     def purge(
         self,
         now: float,
@@ -1530,47 +1587,3 @@ class Store:
             deleted += count
             if count < batch:
                 return deleted
-
-    def count_live_sessions(self, now: float, live_after: float) -> int:
-        """How many sessions are live: not past their end, used after `live_after`.
-
-        A range of the index on (expires_at, last_used_at) counted inside the index,
-        so a scrape of GET /metrics stays cheap with a million sessions.
-        """
-        with self._conn() as conn:
-            rows = self._execute(
-                conn,
-                "SELECT COUNT(*) AS n FROM sessions"
-                " WHERE expires_at > ? AND last_used_at > ?",
-                (now, live_after),
-            ).fetchall()
-        return rows[0]["n"]
-
-    def count_users(self) -> int:
-        """How many rows `users` holds."""
-        with self._conn() as conn:
-            return self._execute(conn, "SELECT COUNT(*) AS n FROM users").fetchall()[0][
-                "n"
-            ]
-
-    def iter_users_with_sessions(
-        self, now: float, live_after: float, batch: int = 1000
-    ) -> Iterator[tuple[str, int]]:
-        """(email, live sessions) per user, by id, `batch` users per query (keyset
-        pagination: a million users never sit in memory, on either database)."""
-        last_id = 0
-        while True:
-            with self._conn() as conn:
-                rows = self._execute(
-                    conn,
-                    "SELECT u.id, u.email, COUNT(s.id) AS live FROM users AS u"
-                    " LEFT JOIN sessions AS s ON s.user_id = u.id"
-                    " AND s.expires_at > ? AND s.last_used_at > ?"
-                    " WHERE u.id > ? GROUP BY u.id, u.email ORDER BY u.id LIMIT ?",
-                    (now, live_after, last_id, batch),
-                ).fetchall()
-            for row in rows:
-                yield row["email"], row["live"]
-            if len(rows) < batch:
-                return
-            last_id = rows[-1]["id"]

@@ -19,7 +19,9 @@ from servers import GunicornServer
 from werkzeug.test import Client, TestResponse
 
 import authsvc
-from authsvc import Auth, Config, ConfigError, client_key
+import limits
+from authsvc import Auth, Config, ConfigError
+from limits import client_key
 
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
@@ -84,7 +86,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert (defaults.client_max_failures, defaults.client_max_logins) == (300, 1000)
     assert (defaults.reset_max_per_email, defaults.email_max_resets) == (3, 10)
     assert (defaults.client_max_resets, defaults.client_max_registrations) == (360, 360)
-    assert authsvc.IPV6_SITE_FACTOR == 4
+    assert limits.IPV6_SITE_FACTOR == 4
     assert (defaults.trusted_proxies, defaults.allowed_origins) == (0, ())
     assert defaults.cookie_name == "session_id"
 
@@ -242,12 +244,12 @@ def test_logins_that_succeed_are_limited_per_client_too(
 
 
 def test_ipv6_clients_are_also_counted_by_their_48() -> None:
-    assert authsvc.client_keys("2001:db8:1:2::1") == [
+    assert limits.client_keys("2001:db8:1:2::1") == [
         ("2001:db8:1:2::/64", 1),
-        ("2001:db8:1::/48", authsvc.IPV6_SITE_FACTOR),
+        ("2001:db8:1::/48", limits.IPV6_SITE_FACTOR),
     ]
-    assert authsvc.client_keys("192.0.2.1") == [("192.0.2.1", 1)]
-    assert authsvc.client_keys("") == [("unknown", 1)]
+    assert limits.client_keys("192.0.2.1") == [("192.0.2.1", 1)]
+    assert limits.client_keys("") == [("unknown", 1)]
 
 
 def test_sign_ups_from_a_hundred_64s_of_one_48_are_one_sites_budget(
@@ -261,7 +263,7 @@ def test_sign_ups_from_a_hundred_64s_of_one_48_are_one_sites_budget(
         ).status_code
         for index in range(100)
     ]
-    site_budget = 10 * authsvc.IPV6_SITE_FACTOR
+    site_budget = 10 * limits.IPV6_SITE_FACTOR
     assert answers == [200] * site_budget + [429] * (100 - site_budget)
     assert register(client, "2001:db8:2::1", "other@example.com").status_code == 200
 
@@ -277,7 +279,7 @@ def test_sign_ups_are_limited_per_client(config: Config, clock: FakeClock) -> No
     assert refused.status_code == 429
     assert "Retry-After" in refused.headers
     assert register(client, OWNER, "three@example.com").status_code == 200
-    clock.advance(authsvc.CLIENT_COUNT_WINDOW + 1)
+    clock.advance(limits.CLIENT_COUNT_WINDOW + 1)
     assert register(client, ATTACKER, "four@example.com").status_code == 200
 
 

@@ -1,0 +1,310 @@
+"""authsvc's settings: every AUTHSVC_* variable, read once at start-up and checked.
+
+`Config` is the one place a setting is named, given its default and checked: a bad value
+raises ConfigError naming the variable, so a typo stops start-up (under gunicorn the app
+fails to load and gunicorn exits) instead of running with a setting nobody asked for.
+README.md, "Configuration", has the table of them.
+
+Imported by authsvc.py (the request path), admin.py (the commands) and gunicorn.conf.py;
+it imports none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value authsvc cannot use; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the service, read once at start-up (see README.md, "Configuration")."""
+
+    db: str = "authsvc.db"
+    bcrypt_rounds: int = 12
+    session_ttl: int = 24 * 60 * 60
+    session_idle_ttl: int = 60 * 60  # 0: no idle expiry
+    max_sessions: int = 20
+    reset_ttl: int = 15 * 60
+    body_timeout: int = 10  # seconds to receive a request body
+    db_pool_size: int = 16  # PostgreSQL connections per process at most
+    cookie_secure: bool = False
+    cookie_name: str = "session_id"  # the course's; "__Host-session" behind TLS
+    # The request limits (README "Configuration" says what each protects, and the
+    # anchor its default comes from). Per client: per IPv4 address, or per IPv6 /64 with
+    # IPV6_SITE_FACTOR times the limit per /48.
+    login_max_failures: int = 10  # per (email, client), per login window
+    email_max_failures: int = 100  # per email, from every client together
+    client_max_failures: int = 300  # per client, for every email together
+    client_max_logins: int = 1000  # per client, every login attempt, failed or not
+    login_window: int = 15 * 60
+    reset_max_per_email: int = 3  # per (email, client), per hour; smtp delivery only
+    email_max_resets: int = 10  # per email, from every client, per hour; smtp only
+    client_max_resets: int = 360  # per client, per hour
+    client_max_registrations: int = 360  # per client, per hour
+    trusted_proxies: int = 0  # proxies in front whose X-Forwarded-For entry is trusted
+    allowed_origins: tuple[
+        str, ...
+    ] = ()  # other origins whose pages may log in and out
+    secret_key: str = dataclasses.field(default="", repr=False)  # keys the audit hash
+    reset_delivery: str = "response"  # or "smtp"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_user: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)  # never printed
+    smtp_starttls: bool = False
+    metrics: bool = False  # GET /metrics for Prometheus
+    # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "" for none.
+    metrics_dir: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Build a Config from `AUTHSVC_*` variables, defaults for the ones not set.
+
+        Raises ConfigError naming the variable on a bad value, so a typo stops start-up
+        instead of running with a setting nobody asked for.
+        """
+        defaults = cls()
+        return cls(
+            db=_env_str(environ, "AUTHSVC_DB", defaults.db),
+            bcrypt_rounds=_env_int(
+                environ, "AUTHSVC_BCRYPT_ROUNDS", defaults.bcrypt_rounds, 4, 31
+            ),
+            session_ttl=_env_int(
+                environ, "AUTHSVC_SESSION_TTL", defaults.session_ttl, 1, MAX_SESSION_TTL
+            ),
+            session_idle_ttl=_env_int(
+                environ,
+                "AUTHSVC_SESSION_IDLE_TTL",
+                defaults.session_idle_ttl,
+                0,
+                MAX_SESSION_TTL,
+            ),
+            max_sessions=_env_int(
+                environ, "AUTHSVC_MAX_SESSIONS", defaults.max_sessions, 1, 1000
+            ),
+            reset_ttl=_env_int(
+                environ, "AUTHSVC_RESET_TTL", defaults.reset_ttl, 1, MAX_RESET_TTL
+            ),
+            login_max_failures=_env_int(
+                environ, "AUTHSVC_LOGIN_MAX_FAILURES", defaults.login_max_failures, 1
+            ),
+            email_max_failures=_env_int(
+                environ, "AUTHSVC_EMAIL_MAX_FAILURES", defaults.email_max_failures, 1
+            ),
+            client_max_failures=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_FAILURES", defaults.client_max_failures, 1
+            ),
+            client_max_logins=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_LOGINS", defaults.client_max_logins, 1
+            ),
+            reset_max_per_email=_env_int(
+                environ, "AUTHSVC_RESET_MAX_PER_EMAIL", defaults.reset_max_per_email, 1
+            ),
+            email_max_resets=_env_int(
+                environ, "AUTHSVC_EMAIL_MAX_RESETS", defaults.email_max_resets, 1
+            ),
+            client_max_resets=_env_int(
+                environ, "AUTHSVC_CLIENT_MAX_RESETS", defaults.client_max_resets, 1
+            ),
+            client_max_registrations=_env_int(
+                environ,
+                "AUTHSVC_CLIENT_MAX_REGISTRATIONS",
+                defaults.client_max_registrations,
+                1,
+            ),
+            trusted_proxies=_env_int(
+                environ, "AUTHSVC_TRUSTED_PROXIES", defaults.trusted_proxies, 0, 10
+            ),
+            allowed_origins=_allowed_origins(environ),
+            secret_key=_secret_key(environ),
+            login_window=_env_int(
+                environ,
+                "AUTHSVC_LOGIN_WINDOW",
+                defaults.login_window,
+                1,
+                MAX_LOGIN_WINDOW,
+            ),
+            body_timeout=_env_int(
+                environ, "AUTHSVC_BODY_TIMEOUT", defaults.body_timeout, 1, 300
+            ),
+            db_pool_size=_env_int(
+                environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
+            ),
+            **_cookie_settings(environ, defaults),
+            **_smtp_settings(environ, defaults),
+            **_metrics_settings(environ, defaults),
+        )
+
+
+RESET_DELIVERIES = ("response", "smtp")
+# Upper bounds for the lifetimes, in seconds. Beyond them a setting is a mistake (a
+# session alive for years), and a huge number would overflow the clock arithmetic.
+MAX_SESSION_TTL = 366 * 24 * 60 * 60
+MAX_RESET_TTL = 24 * 60 * 60
+MAX_LOGIN_WINDOW = 24 * 60 * 60
+
+
+def _smtp_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """The reset-delivery settings, checked together: smtp needs a sender address,
+    and a user name without a password (or the reverse) is a mistake."""
+    delivery = environ.get("AUTHSVC_RESET_DELIVERY", defaults.reset_delivery).strip()
+    if delivery not in RESET_DELIVERIES:
+        raise ConfigError(
+            f"AUTHSVC_RESET_DELIVERY must be one of {', '.join(RESET_DELIVERIES)}, got {delivery!r}"
+        )
+    settings = {
+        "reset_delivery": delivery,
+        "smtp_host": _env_str(environ, "AUTHSVC_SMTP_HOST", defaults.smtp_host),
+        "smtp_port": _env_int(
+            environ, "AUTHSVC_SMTP_PORT", defaults.smtp_port, 1, 65535
+        ),
+        "smtp_from": environ.get("AUTHSVC_SMTP_FROM", defaults.smtp_from).strip(),
+        "smtp_user": environ.get("AUTHSVC_SMTP_USER", defaults.smtp_user),
+        "smtp_password": environ.get("AUTHSVC_SMTP_PASSWORD", defaults.smtp_password),
+        "smtp_starttls": _env_bool(
+            environ, "AUTHSVC_SMTP_STARTTLS", defaults.smtp_starttls
+        ),
+    }
+    if delivery == "smtp" and "@" not in settings["smtp_from"]:
+        raise ConfigError(
+            "AUTHSVC_SMTP_FROM must be an email address when AUTHSVC_RESET_DELIVERY=smtp"
+        )
+    if bool(settings["smtp_user"]) != bool(settings["smtp_password"]):
+        raise ConfigError(
+            "AUTHSVC_SMTP_USER and AUTHSVC_SMTP_PASSWORD must be set together"
+        )
+    return settings
+
+
+# RFC 6265's cookie-name: an RFC 9110 token.
+COOKIE_NAME_SHAPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+# A serialized origin, as browsers send it in `Origin`: scheme, host, optional port.
+ORIGIN_SHAPE = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?"
+)
+MIN_SECRET_KEY_CHARS = 32
+
+
+def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """The cookie's name and Secure flag, checked together.
+
+    A name starting `__Host-` or `__Secure-` is a promise browsers enforce: they refuse
+    such a cookie unless it is Secure (and for `__Host-`, Path=/ and no Domain, which
+    authsvc always sends). So such a name without AUTHSVC_COOKIE_SECURE=true would make
+    every login a cookie the browser drops: refused at start-up instead.
+    """
+    name = environ.get("AUTHSVC_COOKIE_NAME", defaults.cookie_name).strip()
+    secure = _env_bool(environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure)
+    if not COOKIE_NAME_SHAPE.fullmatch(name):
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_NAME must be 1-64 letters, digits or !#$%&'*+-.^_`|~, got {name!r}"
+        )
+    if name.lower().startswith(("__host-", "__secure-")) and not secure:
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_NAME={name} needs AUTHSVC_COOKIE_SECURE=true: browsers "
+            "keep a __Host- or __Secure- cookie only when it is Secure"
+        )
+    return {"cookie_name": name, "cookie_secure": secure}
+
+
+def _allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """AUTHSVC_ALLOWED_ORIGINS: comma-separated origins like https://app.example.com."""
+    raw = environ.get("AUTHSVC_ALLOWED_ORIGINS", "")
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not ORIGIN_SHAPE.fullmatch(origin):
+            raise ConfigError(
+                "AUTHSVC_ALLOWED_ORIGINS must be comma-separated origins such as "
+                f"https://app.example.com (scheme, host, optional port), got {origin!r}"
+            )
+    return origins
+
+
+def _secret_key(environ: Mapping[str, str]) -> str:
+    """AUTHSVC_SECRET_KEY, if set: at least 32 characters (e.g. `openssl rand -hex 32`)."""
+    key = environ.get("AUTHSVC_SECRET_KEY", "")
+    if key and len(key) < MIN_SECRET_KEY_CHARS:
+        raise ConfigError(
+            f"AUTHSVC_SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters "
+            "(openssl rand -hex 32 makes one)"
+        )
+    return key
+
+
+def _metrics_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:
+    """AUTHSVC_METRICS, and the directory where gunicorn's workers add their figures up.
+
+    prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, at import; authsvc only
+    checks it names a directory it can write, so a typo stops start-up here instead of
+    failing in the first request that counts something.
+    """
+    metrics = _env_bool(environ, "AUTHSVC_METRICS", defaults.metrics)
+    metrics_dir = environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if (
+        metrics
+        and metrics_dir
+        and not (
+            os.path.isdir(metrics_dir) and os.access(metrics_dir, os.W_OK | os.X_OK)
+        )
+    ):
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR={metrics_dir!r} (with AUTHSVC_METRICS=true) "
+            "must be an existing directory authsvc can write"
+        )
+    return {"metrics": metrics, "metrics_dir": metrics_dir if metrics else ""}
+
+
+def _env_str(environ: Mapping[str, str], name: str, default: str) -> str:
+    """A non-empty string setting."""
+    value = environ.get(name, default).strip()
+    if not value:
+        raise ConfigError(f"{name} must not be empty")
+    return value
+
+
+def _env_int(
+    environ: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int,
+    maximum: int | None = None,
+) -> int:
+    """An integer setting within [minimum, maximum]."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    bounds = (
+        f"from {minimum} to {maximum}"
+        if maximum is not None
+        else f"of at least {minimum}"
+    )
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name} must be an integer {bounds}, got {raw!r}")
+    return value
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: 1/true/yes/on or 0/false/no/off, any case."""
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(
+        f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}"
+    )
