@@ -232,7 +232,7 @@ def metrics_for(config: Config) -> NoMetrics:
         logger.warning(
             "AUTHSVC_METRICS=true without PROMETHEUS_MULTIPROC_DIR: GET /metrics shows "
             "the figures of the one process that answers it. Under gunicorn with several "
-            "workers, set PROMETHEUS_MULTIPROC_DIR (README, 'Metrics')."
+            "workers, set PROMETHEUS_MULTIPROC_DIR (docs/operations.md, 'Metrics')."
         )
     return metrics.PrometheusMetrics()
 

@@ -1,6 +1,6 @@
 """gunicorn's settings file: read from the working directory (or `gunicorn -c`).
 
-Only the two hooks prometheus_client's multiprocess mode needs (README, "Metrics"); the
+Only the two hooks prometheus_client's multiprocess mode needs (docs/operations.md, "Metrics"); the
 server's own settings (bind, workers, threads) stay on the command line, where the README
 shows them. Both hooks do nothing unless AUTHSVC_METRICS=true and PROMETHEUS_MULTIPROC_DIR
 are set.

@@ -9,7 +9,7 @@ Several gunicorn workers are several processes, each with its own counters. With
 PROMETHEUS_MULTIPROC_DIR set (before this module is imported: prometheus_client reads it
 then), every process writes its figures into files in that directory and a scrape, answered
 by any one worker, adds up the files of all of them. gunicorn.conf.py empties the directory
-when the server starts and tells prometheus_client when a worker exits (README, "Metrics").
+when the server starts and tells prometheus_client when a worker exits (docs/operations.md, "Metrics").
 """
 
 from __future__ import annotations

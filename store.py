@@ -880,7 +880,7 @@ class Store:
             logger.warning(
                 "%d account(s) share their email, letter case aside, with an older "
                 "account (made before emails were compared for every letter); each "
-                "logs in only with its exact spelling (README, 'Known limits')",
+                "logs in only with its exact spelling (docs/security.md, 'Known limits')",
                 row["shared"],
             )
 

@@ -302,7 +302,7 @@ def start_authsvc(
     with a multiprocess directory of its own (as the README's production set-up)."""
     env = {
         "AUTHSVC_BCRYPT_ROUNDS": str(args.bcrypt_rounds),
-        # wrk is one client on one address: the per-client limits (README "Security")
+        # wrk is one client on one address: the per-client limits (README "Configuration")
         # would answer most sign-ups 429 after the 30th. The load is the point here.
         "AUTHSVC_CLIENT_MAX_REGISTRATIONS": "1000000",
         "AUTHSVC_CLIENT_MAX_RESETS": "1000000",

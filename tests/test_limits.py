@@ -1,4 +1,4 @@
-"""Hardening II (README "Security"): per-client limits, the login lock per (email, client),
+"""Hardening II (docs/security.md): per-client limits, the login lock per (email, client),
 reset and sign-up limits, several live reset tokens, cross-site refusal, the cookie's
 name, the keyed audit hash. In process with a hand-driven clock, on both backends; the
 proxy header under gunicorn in test_e2e.py, the mail cases in test_smtp.py, the browser

@@ -1,4 +1,4 @@
-"""GET /metrics (SPEC "Operations"; README "Metrics"): off by default, Prometheus' text
+"""GET /metrics (SPEC "Operations"; docs/operations.md "Metrics"): off by default, Prometheus' text
 format when AUTHSVC_METRICS=true, the figures of every gunicorn worker added up, and
 nothing in it that names a person."""
 

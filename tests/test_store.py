@@ -396,7 +396,7 @@ def test_a_start_up_that_waits_says_so_every_five_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The schema check tries again every second, and warns every BOOT_WARNING_SECONDS
-    (as README "Running in production" says), not at every try."""
+    (as docs/operations.md, "Running in production", says), not at every try."""
 
     class Clock:
         now = 0.0
