@@ -7,6 +7,7 @@ configuration as the server where it needs one, prints what it did on stdout, an
 failure exits non-zero with one line on stderr.
 
     python authsvc.py migrate                          # apply the schema, print its version
+    python authsvc.py check                            # what production would refuse
     python authsvc.py purge                            # delete what has ended (cron)
     python authsvc.py create-user bob@example.com      # password from a prompt or stdin
     python authsvc.py set-password bob@example.com     # ends the user's sessions
@@ -45,7 +46,8 @@ from authsvc import (
     new_password,
     open_store,
 )
-from config import Config, ConfigError
+from config import Config, ConfigError, check_lines
+from passwords import WeakPassword
 from store import DuplicateEmail, Store
 
 
@@ -145,6 +147,8 @@ def cmd_create_user(args: argparse.Namespace) -> str:
     except DuplicateEmail:
         audit("register", "duplicate", "cli", email=email, key=secret_key())
         raise CommandFailed("email already registered") from None
+    except WeakPassword as weak:
+        raise CommandFailed(str(weak)) from None
     audit("register", "ok", "cli", user=user)
     return f"user {user.id} created: {email}"
 
@@ -157,6 +161,8 @@ def cmd_set_password(args: argparse.Namespace) -> str:
         user, ended = auth_from_env().set_password(email, password)
     except UnknownEmail:
         raise CommandFailed(f"no user has the email {email}") from None
+    except WeakPassword as weak:
+        raise CommandFailed(str(weak)) from None
     audit("password_update", "ok", "cli", user=user)
     return f"password set for user {user.id}; {ended} session(s) ended"
 
@@ -174,6 +180,19 @@ def cmd_end_sessions(args: argparse.Namespace) -> str:
     return f"{ended} session(s) ended for user {user.id}"
 
 
+def cmd_check(args: argparse.Namespace) -> str:
+    """What stands between the AUTHSVC_* settings and a production start, one line each
+    with the reason (course mode itself is one); the operator's checklist."""
+    lines = check_lines(os.environ)
+    for line in lines:
+        print(line)
+    if lines:
+        raise CommandFailed(
+            f"{len(lines)} thing(s) stand between these settings and a production start"
+        )
+    return "these settings start in production mode"
+
+
 def cmd_users(args: argparse.Namespace) -> str:
     """How many users; with --list each email and its live sessions, streamed."""
     auth = auth_from_env()
@@ -185,6 +204,10 @@ def cmd_users(args: argparse.Namespace) -> str:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
     "migrate": (cmd_migrate, "apply the schema to AUTHSVC_DB and print its version"),
+    "check": (
+        cmd_check,
+        "list what stands between the settings and a production start (exit 1 if any)",
+    ),
     "purge": (
         cmd_purge,
         "delete ended sessions, expired reset tokens, ended throttle windows",

@@ -58,7 +58,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
-from config import Config, ConfigError
+from config import Config, ConfigError, course_mode_warning, refuse_unsafe_production
 from limits import (
     Limits,
     LoginThrottled,
@@ -66,6 +66,7 @@ from limits import (
     Throttled,
 )
 from mail import DeliveryFailed, Mailer, is_single_mailbox
+from passwords import PasswordPolicy, WeakPassword
 from store import (
     DatabaseBusy,
     DatabaseUnavailable,
@@ -262,6 +263,7 @@ class Auth:
         self.metrics = metrics or metrics_for(self._config)
         self._db = open_store(self._config.db, self._config.db_pool_size)
         self._limits = Limits(self._db, self._config, clock)
+        self.password_policy = PasswordPolicy.from_config(self._config)
         self._dummy_hash = _hash_password(_generate_uuid(), self._config.bcrypt_rounds)
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
@@ -305,9 +307,12 @@ class Auth:
 
         Raises DuplicateEmail, a ValueError "User <email> already exists", when the email
         is taken (the database's unique index decides); InvalidPassword past 72 bytes or
-        for a NUL character. With a `client` address (the HTTP layer's), the sign-up is
-        counted for it first: Throttled past AUTHSVC_CLIENT_MAX_REGISTRATIONS an hour.
+        for a NUL character; WeakPassword when the policy refuses it (before anything
+        is counted or stored). With a `client` address (the HTTP layer's), the sign-up
+        is counted for it first: Throttled past AUTHSVC_CLIENT_MAX_REGISTRATIONS an hour.
         """
+        _new_password_bytes(password)
+        self.password_policy.check(password, email)
         if client is not None:
             with self._db.transaction():
                 self._limits.count_sign_up(client)
@@ -517,10 +522,13 @@ class Auth:
         every session of the user ends and the failed-login count is cleared.
 
         Returns the user and how many live sessions ended. Raises UnknownEmail,
-        InvalidPassword past 72 bytes or for a NUL character.
+        InvalidPassword past 72 bytes or for a NUL character, WeakPassword when the
+        policy refuses it.
         """
-        hashed = self._hash(password)
         user = self.find_user(email)
+        _new_password_bytes(password)
+        self.password_policy.check(password, user.email)
+        hashed = self._hash(password)
         with self._db.transaction():
             self._db.lock_user(user.id)
             self._db.update_user(user.id, hashed_password=hashed)
@@ -665,14 +673,16 @@ class Auth:
         owner has just proved who they are, so a lock-out someone else caused ends with
         it). Then, in smtp delivery, the address gets a notice of the change.
         Raises InvalidToken, a ValueError, for an unknown, used, expired or foreign
-        token; InvalidPassword past 72 bytes or for a NUL character.
+        token; InvalidPassword past 72 bytes or for a NUL character; WeakPassword when
+        the policy refuses the new password (the token stays usable).
         """
         # Refuse a password bcrypt cannot take before anything else.
         _new_password_bytes(password)
         digest = _digest(reset_token)
         # Check first, hash after: a made-up token costs a lookup, not a quarter second
         # of bcrypt. And hash outside the write lock, which bcrypt would hold that long.
-        self._live_reset_holder(digest, email)
+        holder = self._live_reset_holder(digest, email)
+        self.password_policy.check(password, holder.email)
         hashed = self._hash(password)
         # Check again inside one transaction, with the user's row locked, and spend the
         # token with a conditional DELETE: of two requests racing with one token (on any
@@ -1130,6 +1140,7 @@ URL_MAP = Map(
         Rule("/profile", methods=["GET"], endpoint="profile"),
         Rule("/reset_password", methods=["POST"], endpoint="reset_token"),
         Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
+        Rule("/account/password_policy", methods=["GET"], endpoint="password_policy"),
     ]
 )
 
@@ -1318,6 +1329,9 @@ class AuthApp:
         except DuplicateEmail:
             self.audit(request, "register", "duplicate", email=email)
             raise
+        except WeakPassword:
+            self.audit(request, "register", "weak_password", email=email)
+            raise
         self.audit(request, "register", "ok", user=user)
         return json_response({"email": email, "message": "user created"})
 
@@ -1432,6 +1446,11 @@ class AuthApp:
         user, _ = self.current_session(request)
         return json_response({"email": user.email})
 
+    def on_password_policy(self, request: ApiRequest) -> Response:
+        """GET /account/password_policy: the rules a new password must pass, so a page
+        can tell the user before they submit (no cookie needed)."""
+        return json_response(self.auth.password_policy.describe())
+
     def on_reset_token(self, request: ApiRequest) -> Response:
         """POST /reset_password: issue a reset token, in the response or by mail."""
         email = lookup_email(self.body_fields(request, "email")["email"])
@@ -1474,6 +1493,9 @@ class AuthApp:
         except InvalidToken:
             self.audit(request, "password_update", "invalid_token", email=email)
             raise
+        except WeakPassword:
+            self.audit(request, "password_update", "weak_password", email=email)
+            raise
         self.audit(request, "password_update", "ok", email=email)
         return json_response({"email": user.email, "message": "Password updated"})
 
@@ -1513,6 +1535,10 @@ class AuthApp:
             response = getattr(self, f"on_{endpoint}")(request, **arguments)
         except HTTPException as error:
             response = http_error_response(error, request.environ)
+        except WeakPassword as weak:
+            # 400 with the policy's reason: NIST asks that whoever chose a refused
+            # password be told why.
+            response = json_response({"message": str(weak)}, 400)
         except Throttled as throttled:
             # 429 with Retry-After: how many seconds until the window ends.
             response = http_error_response(
@@ -1589,22 +1615,15 @@ def create_app(config: Config | None = None) -> AuthApp:
 
     Applies the schema on a connection it closes again: nothing stays open, so a
     `gunicorn --preload` master forks no database connection into its workers.
-    Raises ConfigError naming the variable when a setting is bad.
+    Raises ConfigError naming the variable when a setting is bad, or every variable
+    production mode refuses.
     """
     config = config or Config.from_env(os.environ)
+    refuse_unsafe_production(config)  # a Config built in Python, not from_env, too
     configure_logging()
-    if config.reset_delivery == "response":
-        logger.warning(
-            "AUTHSVC_RESET_DELIVERY=response: POST /reset_password hands a reset token to "
-            "whoever asks, which lets anyone who knows an email take the account. Use "
-            "AUTHSVC_RESET_DELIVERY=smtp in production."
-        )
-    if not config.secret_key:
-        logger.warning(
-            "AUTHSVC_SECRET_KEY is not set: the audit trail's email hashes are plain "
-            "SHA-256, which anyone can compute for an address they guess. Set it (at "
-            "least 32 characters, e.g. openssl rand -hex 32) to make them keyed."
-        )
+    warning = course_mode_warning(config)
+    if warning:
+        logger.warning("%s", warning)
     return AuthApp(Auth(config), config)
 
 

@@ -22,10 +22,41 @@ class ConfigError(ValueError):
     """A setting has a value authsvc cannot use; the message names the variable."""
 
 
+MODES = ("course", "production")
+
+# What each mode makes of the settings left unset (SPEC "Modes"). course: the course's
+# behaviour, for learning and for its clients; production: NIST SP 800-63B-4's minimum
+# length for a password used alone, the blocklist, and a cookie name the browser keeps only over HTTPS, for this host (ASVS 3.4.4).
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "course": {
+        "password_min_length": 1,
+        "password_blocklist": False,
+        "cookie_name": "session_id",
+    },
+    "production": {
+        "password_min_length": 15,
+        "password_blocklist": True,
+        "cookie_name": "__Host-session",
+    },
+}
+# Production may lower the minimum length to this, and no further (NIST SP 800-63B-4:
+# 8 for a password used with a second factor, 15 for one used alone).
+PRODUCTION_MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 72  # code points: a longer password is over bcrypt's 72 bytes
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of the service, read once at start-up (see README.md, "Configuration")."""
+    """Every setting of the service, read once at start-up (see README.md, "Configuration").
 
+    The fields that default to None take their mode's default (MODE_DEFAULTS) when the
+    Config is made, so `Config(mode="production")` has production's defaults; after
+    that they are never None.
+    """
+
+    mode: str = "course"
+    password_min_length: int | None = None  # in code points
+    password_blocklist: bool | None = None  # common passwords and the email refused
     db: str = "authsvc.db"
     bcrypt_rounds: int = 12
     session_ttl: int = 24 * 60 * 60
@@ -35,7 +66,9 @@ class Config:
     body_timeout: int = 10  # seconds to receive a request body
     db_pool_size: int = 16  # PostgreSQL connections per process at most
     cookie_secure: bool = False
-    cookie_name: str = "session_id"  # the course's; "__Host-session" behind TLS
+    cookie_name: str | None = (
+        None  # "session_id" (course), "__Host-session" (production)
+    )
     # The request limits (README "Configuration" says what each protects, and the
     # anchor its default comes from). Per client: per IPv4 address, or per IPv6 /64 with
     # IPV6_SITE_FACTOR times the limit per /48.
@@ -64,15 +97,42 @@ class Config:
     # prometheus_client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "" for none.
     metrics_dir: str = ""
 
+    def __post_init__(self) -> None:
+        """Fill the mode's defaults in; ConfigError for a mode that is none of MODES."""
+        if self.mode not in MODES:
+            raise ConfigError(
+                f"AUTHSVC_MODE must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Build a Config from `AUTHSVC_*` variables, defaults for the ones not set.
+    def from_env(
+        cls, environ: Mapping[str, str], *, refuse_unsafe: bool = True
+    ) -> Config:
+        """Build a Config from `AUTHSVC_*` variables, defaults for the ones not set (the
+        mode's, for those that differ).
 
         Raises ConfigError naming the variable on a bad value, so a typo stops start-up
-        instead of running with a setting nobody asked for.
+        instead of running with a setting nobody asked for; and, in production mode
+        (unless `refuse_unsafe` is False: `check` wants the list, not the refusal),
+        naming every variable `production_problems` finds.
         """
-        defaults = cls()
-        return cls(
+        mode = environ.get("AUTHSVC_MODE", "course").strip()
+        defaults = cls(mode=mode)
+        config = cls(
+            mode=mode,
+            password_min_length=_env_int(
+                environ,
+                "AUTHSVC_PASSWORD_MIN_LENGTH",
+                defaults.password_min_length,
+                1,
+                MAX_PASSWORD_LENGTH,
+            ),
+            password_blocklist=_env_bool(
+                environ, "AUTHSVC_PASSWORD_BLOCKLIST", defaults.password_blocklist
+            ),
             db=_env_str(environ, "AUTHSVC_DB", defaults.db),
             bcrypt_rounds=_env_int(
                 environ, "AUTHSVC_BCRYPT_ROUNDS", defaults.bcrypt_rounds, 4, 31
@@ -142,6 +202,118 @@ class Config:
             **_smtp_settings(environ, defaults),
             **_metrics_settings(environ, defaults),
         )
+        if refuse_unsafe:
+            refuse_unsafe_production(config)
+        return config
+
+
+# Why production refuses each setting it refuses (`production_problems`).
+SECRET_KEY_NEEDED = (
+    "must be set (at least 32 characters, e.g. openssl rand -hex 32): it keys the "
+    "audit trail's email hashes"
+)
+SECURE_COOKIE_NEEDED = "must be true: the session cookie must travel over HTTPS only"
+SMTP_DELIVERY_NEEDED = (
+    "must be smtp: response delivery hands a reset token to whoever asks for one, so "
+    "anyone who knows an email could take the account"
+)
+SENDER_NEEDED = "must be set: the sender address of every mail"
+LONGER_PASSWORDS_NEEDED = (
+    f"must be at least {PRODUCTION_MIN_PASSWORD_LENGTH} (NIST SP 800-63B-4)"
+)
+
+
+def production_problems(config: Config) -> list[tuple[str, str]]:
+    """What stands between `config` and a production start: (variable, why), in the
+    order of the README's table. Empty when production may start with it.
+
+    Start-up connects to nothing: a mail server that does not answer is found at the
+    first mail, not here.
+    """
+    checks = [
+        (bool(config.secret_key), "AUTHSVC_SECRET_KEY", SECRET_KEY_NEEDED),
+        (config.cookie_secure, "AUTHSVC_COOKIE_SECURE", SECURE_COOKIE_NEEDED),
+        (
+            config.reset_delivery == "smtp",
+            "AUTHSVC_RESET_DELIVERY",
+            SMTP_DELIVERY_NEEDED,
+        ),
+        (bool(config.smtp_from), "AUTHSVC_SMTP_FROM", SENDER_NEEDED),
+        (
+            (config.password_min_length or 0) >= PRODUCTION_MIN_PASSWORD_LENGTH,
+            "AUTHSVC_PASSWORD_MIN_LENGTH",
+            LONGER_PASSWORDS_NEEDED,
+        ),
+    ]
+    return [(name, why) for passes, name, why in checks if not passes]
+
+
+def refuse_unsafe_production(config: Config) -> None:
+    """In production mode, ConfigError naming every variable production_problems finds."""
+    if config.mode != "production":
+        return
+    problems = production_problems(config)
+    if problems:
+        raise ConfigError(
+            "AUTHSVC_MODE=production refuses to start: "
+            + "; ".join(f"{name} {why}" for name, why in problems)
+        )
+
+
+def check_lines(environ: Mapping[str, str]) -> list[str]:
+    """`python authsvc.py check`: each thing that stands between these settings and a
+    production start, one line each with the reason (Django's `check --deploy`).
+
+    Course mode is itself one such line; the others are what production would refuse,
+    judged with production's defaults for every setting left unset. Empty only when
+    the settings are production's and complete. Raises ConfigError for a bad value.
+    """
+    lines = []
+    if environ.get("AUTHSVC_MODE", "course").strip() != "production":
+        lines.append(
+            "AUTHSVC_MODE: is course (reset tokens in the HTTP answer, any non-empty "
+            "password, the course's cookie name): set it to production"
+        )
+    as_production = Config.from_env(
+        {**environ, "AUTHSVC_MODE": "production"}, refuse_unsafe=False
+    )
+    lines += [f"{name}: {why}" for name, why in production_problems(as_production)]
+    return lines
+
+
+def course_mode_warning(config: Config) -> str | None:
+    """The one start-up warning of course mode: what production would refuse or change
+    (None in production mode, which starts only without any)."""
+    if config.mode != "course":
+        return None
+    as_production = dataclasses.replace(
+        config,
+        mode="production",
+        **{name: None for name in MODE_DEFAULTS["production"]},
+    )
+    refused = [name for name, _ in production_problems(as_production)]
+    changed = (
+        "passwords of at least 15 characters, not common, not the email; the "
+        "cookie named __Host-session"
+    )
+    without_key = (
+        "; without AUTHSVC_SECRET_KEY the audit trail's email hashes are plain "
+        "SHA-256, which anyone can compute for an address they guess"
+        if not config.secret_key
+        else ""
+    )
+    delivery = (
+        "; AUTHSVC_RESET_DELIVERY=response hands a reset token to whoever asks, which "
+        "lets anyone who knows an email take the account: use "
+        "AUTHSVC_RESET_DELIVERY=smtp in production"
+        if config.reset_delivery == "response"
+        else ""
+    )
+    return (
+        "AUTHSVC_MODE=course: for learning, not for production. Production would "
+        f"refuse {', '.join(refused) or 'nothing of these settings'} and change: "
+        f"{changed}{without_key}{delivery}. `python authsvc.py check` lists what to set."
+    )
 
 
 RESET_DELIVERIES = ("response", "smtp")
@@ -207,7 +379,10 @@ def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, 
         raise ConfigError(
             f"AUTHSVC_COOKIE_NAME must be 1-64 letters, digits or !#$%&'*+-.^_`|~, got {name!r}"
         )
-    if name.lower().startswith(("__host-", "__secure-")) and not secure:
+    # Production's own default name with Secure off is production_problems' to report
+    # (AUTHSVC_COOKIE_SECURE), with everything else production refuses.
+    chosen = "AUTHSVC_COOKIE_NAME" in environ
+    if chosen and name.lower().startswith(("__host-", "__secure-")) and not secure:
         raise ConfigError(
             f"AUTHSVC_COOKIE_NAME={name} needs AUTHSVC_COOKIE_SECURE=true: browsers "
             "keep a __Host- or __Secure- cookie only when it is Secure"

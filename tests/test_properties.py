@@ -40,6 +40,7 @@ PATHS = [
     "/sessions/0123456789abcdef",
     "/profile",
     "/reset_password",
+    "/account/password_policy",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
 # The routes that read a body: where most of the bytes below matter.
