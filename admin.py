@@ -12,6 +12,7 @@ failure exits non-zero with one line on stderr.
     python authsvc.py create-user bob@example.com      # password from a prompt or stdin
     python authsvc.py set-password bob@example.com     # ends the user's sessions
     python authsvc.py end-sessions bob@example.com
+    python authsvc.py delete-user bob@example.com
     python authsvc.py users --list
     AUTHSVC_DB=postgresql://... python authsvc.py copy-db authsvc.db
 
@@ -193,6 +194,20 @@ def cmd_check(args: argparse.Namespace) -> str:
     return "these settings start in production mode"
 
 
+def cmd_delete_user(args: argparse.Namespace) -> str:
+    """Delete a user and everything of theirs, as DELETE /account does (no password:
+    the operator's own call, audited)."""
+    email = checked(lookup_email, args.email)
+    auth = auth_from_env()
+    try:
+        user = auth.find_user(email)
+    except UnknownEmail:
+        raise CommandFailed(f"no user has the email {email}") from None
+    auth.delete_user(user)
+    audit("account_delete", "ok", "cli", user=user)
+    return f"user {user.id} deleted"
+
+
 def cmd_users(args: argparse.Namespace) -> str:
     """How many users; with --list each email and its live sessions, streamed."""
     auth = auth_from_env()
@@ -221,6 +236,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
         "set a user's password (prompt or stdin) and end their sessions",
     ),
     "end-sessions": (cmd_end_sessions, "end every session of a user"),
+    "delete-user": (
+        cmd_delete_user,
+        "delete a user, their sessions, tokens and codes (the email can sign up again)",
+    ),
     "users": (cmd_users, "count the users; --list: each email and its live sessions"),
     "copy-db": (
         cmd_copy_db,
@@ -247,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
                 default="",
                 help="without a password; AUTHSVC_DB when left out",
             )
-        if name in ("create-user", "set-password", "end-sessions"):
+        if name in ("create-user", "set-password", "end-sessions", "delete-user"):
             command.add_argument("email", metavar="EMAIL")
         if name == "users":
             command.add_argument(

@@ -19,6 +19,7 @@ only module that imports this one).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -34,6 +35,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -77,6 +79,7 @@ from store import (
     Store,
     User,
     UserNotFound,
+    email_key,
 )
 
 logger = logging.getLogger("authsvc")
@@ -111,6 +114,26 @@ class UnknownSession(LookupError):
 
 class InvalidCredentials(Exception):
     """Login refused: unknown email or wrong password (deliberately not saying which)."""
+
+
+class EmailNotVerified(Exception):
+    """The right password, but AUTHSVC_REQUIRE_VERIFIED_EMAIL and an unproved address."""
+
+
+class WrongPassword(Exception):
+    """Re-authentication refused: the current password given is not the user's."""
+
+
+class SamePassword(ValueError):
+    """A password change to the password the account already has."""
+
+
+class InvalidCode(Exception):
+    """The verification code is wrong, used, expired, or was ended by wrong tries."""
+
+
+class AlreadyVerified(Exception):
+    """A verification code asked for an address already proved, with no change pending."""
 
 
 # =============================================================================================
@@ -198,6 +221,15 @@ def open_store(path: str, pool_size: int = Config.db_pool_size) -> Store:
 # GET /health waits this long for the database, so a load balancer learns within a
 # second that this host cannot serve.
 HEALTH_TIMEOUT_SECONDS = 1.0
+
+# Verification codes (SPEC "Account self-service"): six digits, an hour, five wrong tries
+# end one; at most one sent a minute and five an hour per user (Kratos' figures).
+CODE_DIGITS = 6
+CODE_TTL = 60 * 60
+CODE_MAX_TRIES = 5
+CODE_INTERVAL = 60
+CODES_PER_HOUR = 5
+CODE_WINDOW = 60 * 60
 
 # A session's public id as `_start_session` makes it: 32 hexadecimal digits.
 PUBLIC_ID_SHAPE = re.compile(r"[0-9a-f]{32}")
@@ -316,7 +348,15 @@ class Auth:
         if client is not None:
             with self._db.transaction():
                 self._limits.count_sign_up(client)
-        return self._db.add_user(email, self._hash(password))
+        user = self._db.add_user(email, self._hash(password), self._clock())
+        if self._mailer is not None:  # smtp delivery: the code goes at once
+            try:
+                self._mail_code(user.email, self._issue_code(user, user.email))
+            except DeliveryFailed:
+                logger.warning(
+                    "the sign-up code for user %d could not be mailed", user.id
+                )
+        return user
 
     def _verify(self, email: str, password: str) -> User | None:
         """The user if `password` is right for `email`, else None, in the same time either way.
@@ -366,6 +406,11 @@ class Auth:
         user = self._verify(email, password)
         if user is None:
             raise InvalidCredentials("wrong email or password")
+        if self._config.require_verified_email and not user.email_verified:
+            # Only the right password learns this: it was no failed login.
+            with self._db.transaction():
+                self._limits.forget_login_failures(email, ip)
+            raise EmailNotVerified("email not verified")
         rehashed = None
         if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
             rehashed = self._hash(password)
@@ -713,6 +758,240 @@ class Auth:
                 raise InvalidToken("reset token is not valid")
         return user
 
+    # -- account self-service (SPEC v3 "Account self-service")
+
+    def reauthenticate(self, user: User, password: str, address: str) -> None:
+        """Check the current `password` of `user` before a change that needs it (OWASP
+        ASVS 5.0 V7.5.1), counted as a login attempt from `address`: LoginThrottled past
+        the login limits, WrongPassword when it is wrong (a failed login for the
+        lock-out, so a stolen cookie cannot be used to guess). InvalidPassword past 72
+        bytes."""
+        with self._db.transaction():
+            self._limits.count_login(user.email, address)
+        encoded = _password_bytes(password)
+        if "\0" in password or not self._check(
+            encoded, user.hashed_password.encode("ascii")
+        ):
+            raise WrongPassword("wrong password")
+        with self._db.transaction():
+            self._limits.forget_login_failures(user.email, address)
+
+    def change_password(
+        self,
+        user: User,
+        password: str,
+        new_password: str,
+        user_agent: str = "",
+        ip: str = "",
+    ) -> str:
+        """Change the password of `user`, who gives the current one; the caller's new
+        session id.
+
+        Every session of the user ends and the caller gets a new one (ASVS 7.2.4: a
+        new session id after a change of credentials); every reset token ends; smtp
+        delivery mails a notice. Raises what `reauthenticate` raises, SamePassword,
+        InvalidPassword, WeakPassword; InvalidCredentials when the password changed
+        meanwhile (a reset raced this change).
+        """
+        self.reauthenticate(user, password, ip)
+        if new_password == password:
+            raise SamePassword("new password must differ from the current one")
+        _new_password_bytes(new_password)
+        self.password_policy.check(new_password, user.email)
+        hashed = self._hash(new_password)
+        with self._db.transaction():
+            self._db.lock_user(user.id)
+            current = self._db.find_user_by(id=user.id)
+            if current.hashed_password != user.hashed_password:
+                raise InvalidCredentials("the password changed meanwhile")
+            self._db.update_user(user.id, hashed_password=hashed)
+            self._db.delete_reset_tokens_of(user.id)
+            self.end_all_sessions(user.id)
+            changed = dataclasses.replace(current, hashed_password=hashed)
+            session_id = self._start_session(changed, user_agent, ip)
+            if session_id is None:  # the hash was just written: cannot happen
+                raise InvalidCredentials("the password changed meanwhile")
+            self._db.clear_login_attempts(user.email)
+        self._notify_password_changed(user)
+        return session_id
+
+    def _code_digest(self, user_id: int, code: str) -> str:
+        """What the database keeps of a verification code: an HMAC-SHA-256 under
+        AUTHSVC_SECRET_KEY (without a key, course mode only, a plain SHA-256: six digits
+        are a million guesses, so a copy of the database would open them)."""
+        data = f"{user_id}:{code}".encode()
+        key = self._config.secret_key
+        if key:
+            return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+    def _issue_code(
+        self, user: User, email: str, pending_email: str | None = None
+    ) -> str:
+        """A new code proving `email` for `user`, which replaces any earlier one; with
+        `pending_email`, also record it as the address an email change waits for (one
+        transaction). Throttled past one code a minute or CODES_PER_HOUR an hour."""
+        now = self._clock()
+        with self._db.transaction():
+            self._db.lock_user(user.id)
+            self._db.find_user_by(id=user.id)  # UserNotFound: deleted meanwhile
+            sent = self._db.code_sends(user.id)
+            if sent is not None and sent.last_sent_at > now - CODE_INTERVAL:
+                raise Throttled(
+                    math.ceil(sent.last_sent_at + CODE_INTERVAL - now),
+                    "a code was sent less than a minute ago; try again later",
+                )
+            hour_open = sent is not None and sent.started_at > now - CODE_WINDOW
+            if hour_open and sent.sends >= CODES_PER_HOUR:
+                raise Throttled(
+                    math.ceil(sent.started_at + CODE_WINDOW - now),
+                    "too many codes sent in the last hour; try again later",
+                )
+            code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+            digest = self._code_digest(user.id, code)
+            self._db.put_code(user.id, digest, email, now + CODE_TTL, now, CODE_WINDOW)
+            if pending_email is not None:
+                self._db.update_user(user.id, pending_email=pending_email)
+        return code
+
+    def _mail_code(self, to: str, code: str) -> None:
+        """In smtp delivery, mail the code to `to`. Raises DeliveryFailed."""
+        if self._mailer is not None:
+            self._mailer.send_verification_code(to, code, CODE_TTL)
+
+    def request_verification(self, user: User) -> tuple[str, str]:
+        """A code for the user's pending new address, else for the current one: (the
+        address, the code), mailed there in smtp delivery. AlreadyVerified when there is
+        nothing to prove; Throttled past the code limits; DeliveryFailed; UserNotFound
+        when the account was deleted meanwhile."""
+        if user.pending_email:
+            target = user.pending_email
+        elif user.email_verified:
+            raise AlreadyVerified("email is already verified")
+        else:
+            target = user.email
+        code = self._issue_code(user, target)
+        self._mail_code(target, code)
+        return target, code
+
+    def request_verification_for(
+        self, email: str, client: str | None
+    ) -> tuple[User, str] | None:
+        """Without a session, given the email: as `request_verification` for its user,
+        counted per client like a reset request (Throttled past the client's limit).
+        UnknownEmail when nobody has it; in smtp delivery None instead, and for an
+        address already verified or past its code limits too, so the answer is the
+        same for every address."""
+        if client is not None:
+            with self._db.transaction():
+                self._limits.count_reset_request(client)
+        try:
+            user = self._db.find_user_by(email=email)
+        except UserNotFound:
+            if self._mailer is not None:
+                return None
+            raise UnknownEmail("no user has this email") from None
+        try:
+            return user, self.request_verification(user)[1]
+        except (AlreadyVerified, Throttled):
+            # In smtp delivery the answer is the same for every address: a user's own
+            # limit (a code a minute) must not tell that the address is registered.
+            if self._mailer is not None:
+                return None
+            raise
+
+    def confirm_code(
+        self, user: User, code: str, keep: Session | None = None
+    ) -> tuple[User, str | None]:
+        """Use a verification code of `user`: (the user as now stored, the old email if
+        the code confirmed an email change, else None).
+
+        A code for the current address marks it verified. A code for the pending new
+        address makes it the email, verified, and ends every other session (all of them
+        without `keep`); DuplicateEmail if the address was taken meanwhile (nothing
+        changes; the code stays). InvalidCode for a wrong, used or expired code, or one
+        for an address no longer current or pending; each wrong one counts a try.
+        """
+        digest = self._code_digest(user.id, code)
+        try:
+            with self._db.transaction():
+                self._db.lock_user(user.id)
+                proved = self._db.spend_code(
+                    user.id, digest, self._clock(), CODE_MAX_TRIES
+                )
+                current = self._db.find_user_by(id=user.id)
+                if proved is None:
+                    raise InvalidCode("code is not valid")
+                if email_key(proved) == email_key(current.email):
+                    self._db.update_user(user.id, email_verified=True)
+                    old_email = None
+                elif current.pending_email and email_key(proved) == email_key(
+                    current.pending_email
+                ):
+                    self._db.update_user(
+                        user.id,
+                        email=current.pending_email,
+                        email_verified=True,
+                        pending_email=None,
+                    )
+                    self.end_all_sessions(user.id, keep=keep)
+                    old_email = current.email
+                else:
+                    raise InvalidCode("code is not valid")
+        except InvalidCode:
+            self._db.count_wrong_code(user.id, CODE_MAX_TRIES)
+            raise
+        confirmed = self._db.find_user_by(id=user.id)
+        if old_email is not None:
+            self._notify(
+                self._mailer_send("send_email_changed"), old_email, confirmed.email
+            )
+        return confirmed, old_email
+
+    def request_email_change(
+        self, user: User, password: str, new_email: str, ip: str = ""
+    ) -> str:
+        """Start changing the user's email to `new_email`: the code sent to it (mailed
+        in smtp delivery). Nothing changes until that code comes back
+        (`confirm_code`). Raises what `reauthenticate` raises; DuplicateEmail when the
+        address is taken; Throttled past the code limits."""
+        self.reauthenticate(user, password, ip)
+        try:
+            self._db.find_user_by(email=new_email)
+        except UserNotFound:
+            pass
+        else:
+            raise DuplicateEmail("email already registered")
+        code = self._issue_code(user, new_email, pending_email=new_email)
+        self._mail_code(new_email, code)
+        return code
+
+    def delete_account(self, user: User, password: str, ip: str = "") -> None:
+        """Delete the account of `user`, who gives the current password: every session,
+        token, code of theirs goes with it, in one statement (ON DELETE CASCADE); the
+        email can register again. smtp delivery mails a notice."""
+        self.reauthenticate(user, password, ip)
+        self.delete_user(user)
+
+    def delete_user(self, user: User) -> None:
+        """Delete `user` and everything of theirs (the operator's delete-user too)."""
+        self._db.delete_user(user.id)
+        self._notify(self._mailer_send("send_account_deleted"), user.email)
+
+    def _mailer_send(self, name: str) -> Callable[..., None] | None:
+        """The Mailer's method `name` in smtp delivery, else None."""
+        return getattr(self._mailer, name) if self._mailer is not None else None
+
+    def _notify(self, send: Callable[..., None] | None, *args: str) -> None:
+        """Send a notice after the change it tells of is committed: a mail server that
+        fails does not undo the change, and is logged."""
+        if send is None:
+            return
+        try:
+            send(*args)
+        except DeliveryFailed:
+            logger.warning("a notice (%s) could not be mailed", send.__name__)
+
     def _notify_password_changed(self, user: User) -> None:
         """In smtp delivery, mail the user a notice of the change (ASVS 2.5.5).
 
@@ -901,12 +1180,16 @@ def _text_field(name: str, value: Any) -> str:
     return value
 
 
-def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]:
+def read_fields(
+    request: ApiRequest, body: bytes, *names: str, optional: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Read the named fields from a urlencoded, multipart or JSON body.
 
     Each must be present, a non-blank string, and sent once (or twice with the same
-    value). Other fields are ignored. Raises a 4xx HTTPException naming the field.
+    value); one of `optional` may be left out (or blank), and is then not in the answer.
+    Other fields are ignored. Raises a 4xx HTTPException naming the field.
     """
+    names = names + optional
     received: dict[str, Any] = {}
     for name, value in _body_pairs(request, body):
         if name not in names:
@@ -916,6 +1199,9 @@ def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]
         received[name] = value
     fields = {}
     for name in names:
+        missing = name not in received or received[name] in ("", None)
+        if name in optional and (missing or not str(received[name]).strip()):
+            continue
         if name not in received:
             raise BadRequest(f"{name} is required")
         fields[name] = _text_field(name, received[name])
@@ -935,11 +1221,12 @@ def lookup_email(email: str) -> str:
     return email
 
 
-def new_email(email: str) -> str:
-    """An email to register: `lookup_email`, and the shape of exactly one mailbox (400 if not)."""
+def new_email(email: str, name: str = "email") -> str:
+    """An email to register (or change to): `lookup_email`, and the shape of exactly one
+    mailbox (400 naming the field `name` if not)."""
     email = lookup_email(email)
     if not EMAIL_SHAPE.fullmatch(email) or not is_single_mailbox(email):
-        raise BadRequest("email is not a valid address")
+        raise BadRequest(f"{name} is not a valid address")
     return email
 
 
@@ -961,6 +1248,15 @@ def new_password(name: str, password: str) -> str:
             f"{name} must not contain a NUL character (bcrypt would ignore what follows it)"
         )
     return valid_password(name, password)
+
+
+def valid_code(code: str) -> str:
+    """A verification code as typed (spaces around it dropped); 400 when it is far
+    longer than any code we send. Any other wrong code is a 403 that counts a try."""
+    code = code.strip()
+    if len(code) > MAX_TOKEN_CHARS:
+        raise BadRequest(f"code must be at most {MAX_TOKEN_CHARS} characters")
+    return code
 
 
 def valid_token(token: str) -> str:
@@ -994,13 +1290,19 @@ def login_challenge(cookie_name: str) -> WWWAuthenticate:
 # headers.)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DuplicateEmail: (400, "email already registered"),
+    SamePassword: (400, "new password must differ from the current one"),
+    AlreadyVerified: (400, "email is already verified"),
+    InvalidCode: (403, "code is not valid"),
+    EmailNotVerified: (403, "email not verified"),
+    # The session's user was deleted while the request ran (DELETE /account raced it).
+    UserNotFound: (403, "no valid session"),
     # A value the database cannot hold: every field is checked before it gets there,
     # so this is a last line, never a 500.
     InvalidValue: (400, "a value is not one the service can store"),
     UnknownSession: (404, "no such session"),
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
-    DeliveryFailed: (503, "could not send the reset email; try again later"),
+    DeliveryFailed: (503, "could not send the email; try again later"),
     DatabaseBusy: (503, "the service is busy; try again in a moment"),
     DatabaseUnavailable: (503, "the database is not answering; try again later"),
 }
@@ -1140,6 +1442,14 @@ URL_MAP = Map(
         Rule("/profile", methods=["GET"], endpoint="profile"),
         Rule("/reset_password", methods=["POST"], endpoint="reset_token"),
         Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
+        Rule("/account", methods=["GET"], endpoint="account"),
+        Rule("/account", methods=["DELETE"], endpoint="delete_account"),
+        Rule("/account/password", methods=["PUT"], endpoint="change_password"),
+        Rule(
+            "/account/verification", methods=["POST"], endpoint="request_verification"
+        ),
+        Rule("/account/verification", methods=["PUT"], endpoint="verify_email"),
+        Rule("/account/email", methods=["PUT"], endpoint="change_email"),
         Rule("/account/password_policy", methods=["GET"], endpoint="password_policy"),
     ]
 )
@@ -1189,7 +1499,19 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Endpoints whose answer depends on the session cookie: `Vary: Cookie`, so no cache
 # serves one user's answer to another.
 COOKIE_ENDPOINTS = frozenset(
-    {"logout", "profile", "list_sessions", "end_session", "end_other_sessions"}
+    {
+        "logout",
+        "profile",
+        "list_sessions",
+        "end_session",
+        "end_other_sessions",
+        "account",
+        "delete_account",
+        "change_password",
+        "request_verification",
+        "verify_email",
+        "change_email",
+    }
 )
 NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
     "login",
@@ -1346,6 +1668,9 @@ class AuthApp:
         except LoginThrottled:
             self.audit(request, "login", "throttled", email=email)
             raise  # 429 with Retry-After (dispatch_request)
+        except EmailNotVerified:
+            self.audit(request, "login", "unverified", user=None, email=email)
+            raise
         except InvalidCredentials:
             self.audit(request, "login", "failed", email=email)
             # One message for an unknown email and a wrong password: which one it was
@@ -1356,9 +1681,16 @@ class AuthApp:
         self.audit(request, "login", "ok", user=user)
         # The stored email, not the typed one: the answer names the account it opened.
         response = json_response({"email": user.email, "message": "logged in"})
-        # HttpOnly: page scripts cannot read it, so an XSS bug cannot steal the session.
-        # SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
-        # following a link to us still does. Path=/: sent to every route of the service.
+        self.set_session_cookie(response, session_id)
+        return response
+
+    def set_session_cookie(self, response: Response, session_id: str) -> None:
+        """Hand the browser its session cookie.
+
+        HttpOnly: page scripts cannot read it, so an XSS bug cannot steal the session.
+        SameSite=Lax: other sites' forms and scripts cannot send it along (CSRF), while
+        following a link to us still does. Path=/: sent to every route of the service.
+        """
         response.set_cookie(
             self.config.cookie_name,
             session_id,
@@ -1367,7 +1699,6 @@ class AuthApp:
             samesite="Lax",
             secure=self.config.cookie_secure,
         )
-        return response
 
     def clear_session_cookie(self, response: Response) -> None:
         """Tell the browser to drop its session cookie.
@@ -1445,6 +1776,178 @@ class AuthApp:
         """GET /profile: who the session cookie belongs to."""
         user, _ = self.current_session(request)
         return json_response({"email": user.email})
+
+    # -- account self-service (SPEC v3): every route needs the session cookie, but the
+    #    two verification routes, which also take the email instead
+
+    @contextmanager
+    def reauthentication(
+        self, request: ApiRequest, user: User, event: str
+    ) -> Iterator[None]:
+        """Around an `Auth` call that re-authenticates `user` (`Auth.reauthenticate`):
+        a wrong current password is a 401 with the login challenge, past the login
+        limits a 429; each audited as `event`."""
+        try:
+            yield
+        except WrongPassword:
+            self.audit(request, event, "wrong_password", user=user)
+            raise Unauthorized(
+                "wrong password", www_authenticate=self.login_challenge
+            ) from None
+        except LoginThrottled:
+            self.audit(request, event, "throttled", user=user)
+            raise
+
+    def on_account(self, request: ApiRequest) -> Response:
+        """GET /account: the profile that grows (GET /profile stays the course's)."""
+        user, _ = self.current_session(request)
+        return json_response(
+            {
+                "email": user.email,
+                "email_verified": user.email_verified,
+                "created_at": iso_utc(user.created_at or 0),
+                "two_factor": False,  # not built yet: no account has a second factor
+                "recovery_codes_left": 0,
+                "passkeys": 0,
+                "pending_email": user.pending_email,
+            }
+        )
+
+    def on_change_password(self, request: ApiRequest) -> Response:
+        """PUT /account/password: the current password and a new one; a new cookie."""
+        user, _ = self.current_session(request)
+        fields = self.body_fields(request, "password", "new_password")
+        password = valid_password("password", fields["password"])
+        new = new_password("new_password", fields["new_password"])
+        user_agent, ip = device_of(request)
+        try:
+            with self.reauthentication(request, user, "password_change"):
+                session_id = self.auth.change_password(
+                    user, password, new, user_agent, ip
+                )
+        except (SamePassword, WeakPassword):
+            self.audit(request, "password_change", "refused", user=user)
+            raise
+        except InvalidCredentials:
+            self.audit(request, "password_change", "raced", user=user)
+            raise Forbidden("no valid session") from None
+        self.audit(request, "password_change", "ok", user=user)
+        response = json_response({"message": "password changed"})
+        self.set_session_cookie(response, session_id)
+        return response
+
+    def session_if_any(self, request: ApiRequest) -> tuple[User | None, Session | None]:
+        """The two verification routes: the cookie's user and session, or (None, None)
+        with no cookie at all (the route then takes the `email` from the body). A
+        cookie that opens no session is a 403, as on every cookie route."""
+        if session_cookie(request, self.config.cookie_name) is None:
+            return None, None
+        return self.current_session(request)
+
+    def on_request_verification(self, request: ApiRequest) -> Response:
+        """POST /account/verification: a code for the current address, or the pending
+        new one; without a cookie, for the `email` given (as POST /reset_password)."""
+        user, _ = self.session_if_any(request)
+        if user is None:
+            email = lookup_email(self.body_fields(request, "email")["email"])
+            return self._request_verification_for(request, email)
+        try:
+            _, code = self.auth.request_verification(user)
+        except Throttled:
+            self.audit(request, "verification_request", "throttled", user=user)
+            raise
+        except AlreadyVerified:
+            self.audit(request, "verification_request", "already_verified", user=user)
+            raise
+        self.audit(request, "verification_request", "ok", user=user)
+        return self.code_sent({"message": "verification code sent"}, code)
+
+    def _request_verification_for(self, request: ApiRequest, email: str) -> Response:
+        """POST /account/verification without a cookie: smtp delivery answers the same
+        200 for every address; response delivery the code, or 403 for an unknown one."""
+        try:
+            found = self.auth.request_verification_for(email, client_address(request))
+        except Throttled:
+            self.audit(request, "verification_request", "throttled", email=email)
+            raise
+        except UnknownEmail:
+            self.audit(request, "verification_request", "unknown_email", email=email)
+            raise
+        if found is None:
+            self.audit(request, "verification_request", "not_sent", email=email)
+            return json_response({"message": "verification code sent"})
+        user, code = found
+        self.audit(request, "verification_request", "ok", user=user)
+        return self.code_sent({"message": "verification code sent"}, code)
+
+    def code_sent(self, body: dict[str, Any], code: str) -> Response:
+        """An answer that sent a code: in response delivery (the course's) the code is
+        in it, as the reset token is; in smtp delivery only in the mail."""
+        if self.config.reset_delivery == "response":
+            body = {**body, "verification_code": code}
+        return json_response(body)
+
+    def on_verify_email(self, request: ApiRequest) -> Response:
+        """PUT /account/verification: the code comes back; the address is proved (and
+        an email change waiting for it happens)."""
+        user, session = self.session_if_any(request)
+        if user is None:
+            fields = self.body_fields(request, "email", "code")
+            email = lookup_email(fields["email"])
+            try:
+                user = self.auth.find_user(email)
+            except UnknownEmail:
+                self.audit(request, "verification", "unknown_email", email=email)
+                raise InvalidCode("code is not valid") from None
+        else:
+            fields = self.body_fields(request, "code")
+        code = valid_code(fields["code"])
+        try:
+            confirmed, old_email = self.auth.confirm_code(user, code, keep=session)
+        except InvalidCode:
+            self.audit(request, "verification", "invalid_code", user=user)
+            raise
+        except DuplicateEmail:
+            self.audit(request, "email_change", "duplicate", user=user)
+            raise
+        if old_email is not None:
+            self.audit(request, "email_change", "ok", user=user)
+        self.audit(request, "verification", "ok", user=user)
+        return json_response({"email": confirmed.email, "message": "email verified"})
+
+    def on_change_email(self, request: ApiRequest) -> Response:
+        """PUT /account/email: the current password and a new address, which gets a
+        code; the email changes only when that code comes back."""
+        user, _ = self.current_session(request)
+        fields = self.body_fields(request, "password", "new_email")
+        password = valid_password("password", fields["password"])
+        address = new_email(fields["new_email"], "new_email")
+        try:
+            with self.reauthentication(request, user, "email_change_request"):
+                code = self.auth.request_email_change(
+                    user, password, address, client_address(request)
+                )
+        except DuplicateEmail:
+            self.audit(request, "email_change_request", "duplicate", user=user)
+            raise
+        except Throttled:
+            self.audit(request, "email_change_request", "throttled", user=user)
+            raise
+        self.audit(request, "email_change_request", "ok", user=user)
+        return self.code_sent({"message": "confirm the new address"}, code)
+
+    def on_delete_account(self, request: ApiRequest) -> Response:
+        """DELETE /account: the current password; the account and all it held go."""
+        user, _ = self.current_session(request)
+        password = valid_password(
+            "password", self.body_fields(request, "password")["password"]
+        )
+        with self.reauthentication(request, user, "account_delete"):
+            self.auth.delete_account(user, password, client_address(request))
+        self.audit(request, "account_delete", "ok", user=user)
+        response = json_response({"message": "account deleted"})
+        self.clear_session_cookie(response)
+        return response
 
     def on_password_policy(self, request: ApiRequest) -> Response:
         """GET /account/password_policy: the rules a new password must pass, so a page

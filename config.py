@@ -26,16 +26,19 @@ MODES = ("course", "production")
 
 # What each mode makes of the settings left unset (SPEC "Modes"). course: the course's
 # behaviour, for learning and for its clients; production: NIST SP 800-63B-4's minimum
-# length for a password used alone, the blocklist, and a cookie name the browser keeps only over HTTPS, for this host (ASVS 3.4.4).
+# length for a password used alone, the blocklist, a verified email to log in, and a
+# cookie name the browser keeps only over HTTPS, for this host (ASVS 3.4.4).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "course": {
         "password_min_length": 1,
         "password_blocklist": False,
+        "require_verified_email": False,
         "cookie_name": "session_id",
     },
     "production": {
         "password_min_length": 15,
         "password_blocklist": True,
+        "require_verified_email": True,
         "cookie_name": "__Host-session",
     },
 }
@@ -57,6 +60,7 @@ class Config:
     mode: str = "course"
     password_min_length: int | None = None  # in code points
     password_blocklist: bool | None = None  # common passwords and the email refused
+    require_verified_email: bool | None = None  # a login of an unproved address: 403
     db: str = "authsvc.db"
     bcrypt_rounds: int = 12
     session_ttl: int = 24 * 60 * 60
@@ -132,6 +136,11 @@ class Config:
             ),
             password_blocklist=_env_bool(
                 environ, "AUTHSVC_PASSWORD_BLOCKLIST", defaults.password_blocklist
+            ),
+            require_verified_email=_env_bool(
+                environ,
+                "AUTHSVC_REQUIRE_VERIFIED_EMAIL",
+                defaults.require_verified_email,
             ),
             db=_env_str(environ, "AUTHSVC_DB", defaults.db),
             bcrypt_rounds=_env_int(
@@ -293,8 +302,8 @@ def course_mode_warning(config: Config) -> str | None:
     )
     refused = [name for name, _ in production_problems(as_production)]
     changed = (
-        "passwords of at least 15 characters, not common, not the email; the "
-        "cookie named __Host-session"
+        "passwords of at least 15 characters, not common, not the email; a verified "
+        "email to log in; the cookie named __Host-session"
     )
     without_key = (
         "; without AUTHSVC_SECRET_KEY the audit trail's email hashes are plain "

@@ -152,9 +152,11 @@ class Limits:
         """After a login that succeeded: forget the email's counts from every client,
         and take this attempt back from the client's failures (it was none). The
         client's count of all logins keeps it."""
-        self._db.clear_login_attempts(email)
+        # In the order count_login takes these rows (client_attempts, then
+        # login_attempts): opposite orders would deadlock on PostgreSQL.
         for key, _ in client_keys(address):
             self._db.uncount_client_attempt("login_client", key)
+        self._db.clear_login_attempts(email)
 
     def count_sign_up(self, address: str) -> None:
         """Count a sign-up from the client; Throttled past

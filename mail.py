@@ -129,6 +129,42 @@ class Mailer:
             subject="Your authsvc password was changed",
         )
 
+    def send_verification_code(self, to: str, code: str, ttl: int) -> None:
+        """Mail the code that proves `to` is the user's (at sign-up, on request, or for
+        a new address). Raises DeliveryFailed."""
+        self._send(
+            to,
+            "Your authsvc verification code is:\n\n"
+            f"    {code}\n\n"
+            f"It works once, within {ttl // 60} minutes (PUT /account/verification). If\n"
+            "you did not ask for it, ignore this message: nothing changes without it.\n",
+            subject="Your authsvc verification code",
+        )
+
+    def send_email_changed(self, to: str, new_email: str) -> None:
+        """Tell the old address `to` that the account's email is now `new_email` (the
+        new address proved itself with a code). Raises DeliveryFailed."""
+        self._send(
+            to,
+            "The email of your authsvc account was just changed to\n\n"
+            f"    {new_email}\n\n"
+            "and every other session of the account was ended. If you did this, nothing\n"
+            "more is needed. If you did not, someone else holds your account: contact the\n"
+            "service's operator now.\n",
+            subject="Your authsvc email was changed",
+        )
+
+    def send_account_deleted(self, to: str) -> None:
+        """Tell `to` that its account was deleted. Raises DeliveryFailed."""
+        self._send(
+            to,
+            "Your authsvc account and everything it held (sessions, tokens, codes) were\n"
+            "just deleted. If you did this, nothing more is needed; the address can sign\n"
+            "up again. If you did not, someone had your password: contact the service's\n"
+            "operator now, and change that password wherever else you use it.\n",
+            subject="Your authsvc account was deleted",
+        )
+
     def send_no_account_notice(self, to: str) -> None:
         """Tell `to` that a reset was asked for it but no account uses it. Raises DeliveryFailed.
 

@@ -81,6 +81,42 @@ EVENTS = {
         ["outcome"],
         registry=_REGISTRY,
     ),
+    "password_change": Counter(
+        "authsvc_password_changes",
+        "Password changes by a logged-in user by outcome (ok, wrong_password, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "verification_request": Counter(
+        "authsvc_verification_requests",
+        "Verification codes asked for by outcome (ok, throttled, already_verified, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "verification": Counter(
+        "authsvc_verifications",
+        "Verification codes used by outcome (ok, invalid_code, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "email_change_request": Counter(
+        "authsvc_email_change_requests",
+        "Email changes asked for by outcome (ok, duplicate, wrong_password, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "email_change": Counter(
+        "authsvc_email_changes",
+        "Email changes confirmed by outcome (ok, duplicate).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "account_delete": Counter(
+        "authsvc_account_deletions",
+        "Account deletions by outcome (ok, wrong_password, throttled).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
 }
 # bcrypt at cost 12 takes about 0.2-0.3 s on this machine: buckets around that.
 BCRYPT_SECONDS = Histogram(

@@ -129,3 +129,24 @@ ALTER TABLE reset_attempts RENAME COLUMN email TO email_digest;
 
 UPDATE reset_attempts
 SET email_digest = encode(sha256(convert_to(email_digest, 'UTF8')), 'hex');
+
+-- @migration 9: account self-service: verified emails, email changes, verification codes
+-- (see schema.sql)
+ALTER TABLE users ADD COLUMN IF NOT EXISTS email_verified BOOLEAN NOT NULL DEFAULT TRUE;
+
+ALTER TABLE users ADD COLUMN IF NOT EXISTS created_at DOUBLE PRECISION;
+
+UPDATE users SET created_at = EXTRACT(EPOCH FROM now()) WHERE created_at IS NULL;
+
+ALTER TABLE users ADD COLUMN IF NOT EXISTS pending_email VARCHAR(254);
+
+CREATE TABLE IF NOT EXISTS verification_codes (
+    user_id BIGINT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    digest VARCHAR(64),
+    email VARCHAR(254),
+    expires_at DOUBLE PRECISION,
+    tries INTEGER NOT NULL DEFAULT 0,
+    sends INTEGER NOT NULL DEFAULT 0,
+    sends_started_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_sent_at DOUBLE PRECISION NOT NULL DEFAULT 0
+);

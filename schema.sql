@@ -205,3 +205,39 @@ UPDATE login_attempts SET email_digest = authsvc_sha256(email_digest);
 ALTER TABLE reset_attempts RENAME COLUMN email TO email_digest;
 
 UPDATE reset_attempts SET email_digest = authsvc_sha256(email_digest);
+
+-- @migration 9: account self-service: verified emails, email changes, verification codes
+-- Whether the address has been proved to be the user's (a code sent to it came back).
+-- Accounts made before this release count as verified: they logged in without it, and
+-- must go on doing so when AUTHSVC_REQUIRE_VERIFIED_EMAIL is on. A sign-up sets 0.
+ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 1;
+
+-- When the account was made (Unix seconds); GET /account shows it. Earlier accounts
+-- did not record it: theirs is the time of this upgrade.
+ALTER TABLE users ADD COLUMN created_at REAL;
+
+UPDATE users SET created_at = CAST(strftime('%s', 'now') AS REAL) WHERE created_at IS NULL;
+
+-- The address an email change waits to confirm (PUT /account/email), or NULL. The email
+-- changes only when the code sent to it comes back; its uniqueness is decided then, by
+-- users_email_key, as at a sign-up.
+ALTER TABLE users ADD COLUMN pending_email VARCHAR(254);
+
+-- One row per user who was ever sent a verification code: the live code, if any, and
+-- the counts that limit how often one is sent. Deleting the user deletes it.
+CREATE TABLE IF NOT EXISTS verification_codes (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    -- HMAC-SHA-256 (hex) of the code under AUTHSVC_SECRET_KEY (plain SHA-256 without a
+    -- key, course mode only), never the code; NULL once used, ended or replaced.
+    digest VARCHAR(64),
+    -- The address the code proves: the user's email, or the pending new one.
+    email VARCHAR(254),
+    expires_at REAL,
+    -- Wrong codes tried against this one; the fifth ends it.
+    tries INTEGER NOT NULL DEFAULT 0,
+    -- Codes sent in the hour that began at sends_started_at, and the last one's time:
+    -- at most one a minute and five an hour.
+    sends INTEGER NOT NULL DEFAULT 0,
+    sends_started_at REAL NOT NULL DEFAULT 0,
+    last_sent_at REAL NOT NULL DEFAULT 0
+);

@@ -124,6 +124,11 @@ class User:
     session_expires_at: float | None = None
     reset_expires_at: float | None = None
     email_key: str | None = None
+    # Migration 9: the address proved to be the user's; when the account was made (Unix
+    # seconds); the address an email change waits to confirm.
+    email_verified: bool = True
+    created_at: float | None = None
+    pending_email: str | None = None
 
 
 # The columns of `users`, in table order. Only these names are ever put into SQL text;
@@ -195,6 +200,8 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "sessions": SESSION_COLUMNS,
     "reset_tokens": RESET_TOKEN_COLUMNS,
 }
+# Columns SQLite stores as INTEGER 0/1 and PostgreSQL as BOOLEAN (which takes no integer).
+BOOLEAN_COLUMNS = {"users": ("email_verified",)}
 
 # The tables that count attempts per email within a window, all of one shape
 # (login_attempts, migration 2; reset_attempts, migration 4).
@@ -209,6 +216,16 @@ CLIENT_ATTEMPT_KINDS = (
     "reset_pair",
     "register",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeSends:
+    """The verification codes sent to one user: how many since `started_at` (the
+    current window's start) and when the last one went (Unix seconds)."""
+
+    sends: int
+    started_at: float
+    last_sent_at: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,7 +410,10 @@ class PostgresDialect:
             # DataError: a value too long for its column, or of the wrong type.
             return InvalidValue(f"the database refused the values: {error.sqlstate}")
         if isinstance(
-            error, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled
+            error,
+            psycopg.errors.LockNotAvailable
+            | psycopg.errors.QueryCanceled
+            | psycopg.errors.DeadlockDetected,
         ):
             logger.warning(
                 "PostgreSQL gave up on a lock or a statement after %.0f s",
@@ -700,8 +720,13 @@ def sha256_hex(text: str) -> str:
 
 
 def _user_from_row(row: Any, prefix: str = "") -> User:
-    """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name)."""
-    return User(**{column: row[prefix + column] for column in USER_COLUMNS})
+    """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name).
+
+    `email_verified` is an INTEGER 0/1 on SQLite and a BOOLEAN on PostgreSQL: a bool here.
+    """
+    values = {column: row[prefix + column] for column in USER_COLUMNS}
+    values["email_verified"] = bool(values["email_verified"])
+    return User(**values)
 
 
 def _session_from_row(row: Any) -> Session:
@@ -965,29 +990,47 @@ class Store:
     # users: the course's three methods, and the rest that reads or writes accounts
     # ====================================================================================
 
-    def add_user(self, email: str, hashed_password: str) -> User:
-        """Insert a user and return it.
+    def add_user(
+        self, email: str, hashed_password: str, created_at: float | None = None
+    ) -> User:
+        """Insert a user and return it; its email is not verified yet.
 
         Raises DuplicateEmail when the email is taken, whatever its letter case: the unique
         index on the folded email decides, so two simultaneous registrations (on any
-        number of workers and hosts) cannot both succeed.
+        number of workers and hosts) cannot both succeed. `created_at`: Unix seconds,
+        now when not given.
         """
         if not isinstance(email, str):
             raise InvalidValue("email must be a string")
         key = email_key(email)
+        created = time.time() if created_at is None else created_at
         try:
             with self.transaction(), self._conn() as conn:
                 (row,) = self._execute(
                     conn,
-                    "INSERT INTO users (email, hashed_password, email_key)"
-                    " VALUES (?, ?, ?) RETURNING id",
-                    (email, hashed_password, key),
+                    "INSERT INTO users (email, hashed_password, email_key,"
+                    " email_verified, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                    (email, hashed_password, key, False, created),
                 ).fetchall()
         except DuplicateEmail:
             raise DuplicateEmail(f"User {email} already exists") from None
         return User(
-            id=row["id"], email=email, hashed_password=hashed_password, email_key=key
+            id=row["id"],
+            email=email,
+            hashed_password=hashed_password,
+            email_key=key,
+            email_verified=False,
+            created_at=created,
         )
+
+    def delete_user(self, user_id: int) -> bool:
+        """Delete the user and, by ON DELETE CASCADE, every row of theirs (sessions,
+        reset tokens, verification code), in one statement; True if there was one."""
+        with self.transaction(), self._conn() as conn:
+            deleted = self._execute(
+                conn, "DELETE FROM users WHERE id = ?", (user_id,)
+            ).rowcount
+        return deleted == 1
 
     def find_user_by(self, **filters: Any) -> User:
         """Return the first user matching every filter (`column=value`, joined with AND).
@@ -1331,6 +1374,93 @@ class Store:
         return True
 
     # ====================================================================================
+    # verification_codes: the code that proves an address, one row per user (migration 9)
+    # ====================================================================================
+
+    def code_sends(self, user_id: int) -> CodeSends | None:
+        """How many codes the user was sent in the current hour, from when, and the last
+        one's time; None if never. Inside a transaction, with the user locked, so the
+        check and the `put_code` after it are one step."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT sends, sends_started_at, last_sent_at FROM verification_codes"
+                " WHERE user_id = ?",
+                (user_id,),
+            ).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        return CodeSends(row["sends"], row["sends_started_at"], row["last_sent_at"])
+
+    def put_code(
+        self,
+        user_id: int,
+        digest: str,
+        email: str,
+        expires_at: float,
+        now: float,
+        window: float,
+    ) -> None:
+        """Make `digest` the user's one live code, for `email`, replacing any earlier one
+        (its wrong tries forgotten), and count it as sent: one more in the current
+        window of `window` seconds, or the first of a new one."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO verification_codes (user_id, digest, email, expires_at,"
+                " tries, sends, sends_started_at, last_sent_at)"
+                " VALUES (?, ?, ?, ?, 0, 1, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+                " digest = excluded.digest, email = excluded.email,"
+                " expires_at = excluded.expires_at, tries = 0,"
+                " sends = CASE WHEN verification_codes.sends_started_at <= ? THEN 1"
+                " ELSE verification_codes.sends + 1 END,"
+                " sends_started_at = CASE WHEN verification_codes.sends_started_at <= ?"
+                " THEN excluded.sends_started_at"
+                " ELSE verification_codes.sends_started_at END,"
+                " last_sent_at = excluded.last_sent_at",
+                (
+                    user_id,
+                    digest,
+                    email,
+                    expires_at,
+                    now,
+                    now,
+                    now - window,
+                    now - window,
+                ),
+            )
+
+    def spend_code(
+        self, user_id: int, digest: str, now: float, max_tries: int
+    ) -> str | None:
+        """Use the user's live code of this digest: the address it proves, or None when
+        there is no such code (wrong, used, expired, or ended by wrong tries).
+
+        The UPDATE ... WHERE is the condition: of two requests racing with one code, on
+        any workers or hosts, exactly one still finds it there.
+        """
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "UPDATE verification_codes SET digest = NULL WHERE user_id = ?"
+                " AND digest = ? AND expires_at > ? AND tries < ? RETURNING email",
+                (user_id, digest, now, max_tries),
+            ).fetchall()
+        return rows[0]["email"] if rows else None
+
+    def count_wrong_code(self, user_id: int, max_tries: int) -> None:
+        """Count a wrong code against the user's live one; the `max_tries`th ends it."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "UPDATE verification_codes SET tries = tries + 1,"
+                " digest = CASE WHEN tries + 1 >= ? THEN NULL ELSE digest END"
+                " WHERE user_id = ? AND digest IS NOT NULL",
+                (max_tries, user_id),
+            )
+
+    # ====================================================================================
     # login_attempts, reset_attempts, client_attempts: the request limits' counters
     # In the database, so every worker and host counts the same attempts (limits.py
     # decides what is counted and when a request is refused).
@@ -1381,16 +1511,21 @@ class Store:
 
     def clear_login_attempts(self, email: str) -> None:
         """Forget the login attempts of `email`, from every client (after a successful
-        login or reset)."""
+        login or reset).
+
+        client_attempts before login_attempts, the order in which a login is counted
+        (limits.Limits.count_login): on PostgreSQL, two transactions that take the same
+        rows' locks in opposite orders deadlock.
+        """
         with self.transaction(), self._conn() as conn:
             self._execute(
                 conn,
-                "DELETE FROM login_attempts WHERE email_digest = ?",
+                "DELETE FROM client_attempts WHERE kind = 'login_pair' AND subject = ?",
                 (_subject_key(email),),
             )
             self._execute(
                 conn,
-                "DELETE FROM client_attempts WHERE kind = 'login_pair' AND subject = ?",
+                "DELETE FROM login_attempts WHERE email_digest = ?",
                 (_subject_key(email),),
             )
 
@@ -1443,7 +1578,12 @@ class Store:
         with self._conn() as conn:
             return not any(
                 self._execute(conn, f"SELECT 1 FROM {table} LIMIT 1").fetchall()
-                for table in (*COPIED_TABLES, *ATTEMPT_TABLES, "client_attempts")
+                for table in (
+                    *COPIED_TABLES,
+                    *ATTEMPT_TABLES,
+                    "client_attempts",
+                    "verification_codes",
+                )
             )
 
     def count_rows(self) -> dict[str, int]:
@@ -1476,8 +1616,15 @@ class Store:
                         source,
                         f"SELECT {', '.join(columns)} FROM {table} ORDER BY {columns[0]}",
                     )
+                    booleans = BOOLEAN_COLUMNS.get(table, ())
                     while rows := cursor.fetchmany(batch):
-                        values = [tuple(row[c] for c in columns) for row in rows]
+                        values = [
+                            tuple(
+                                bool(row[c]) if c in booleans else row[c]
+                                for c in columns
+                            )
+                            for row in rows
+                        ]
                         target._insert_copied(out, table, columns, values)
                         copied[table] += len(rows)
                 if columns[0] == "id":

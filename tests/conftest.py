@@ -150,7 +150,8 @@ def postgres() -> Iterator[pgserver.PostgresServer]:
 _database_numbers = itertools.count(1)
 # Every table a test can write, emptied before each PostgreSQL test.
 ALL_TABLES = (
-    "users, sessions, login_attempts, reset_attempts, client_attempts, reset_tokens"
+    "users, sessions, login_attempts, reset_attempts, client_attempts, reset_tokens,"
+    " verification_codes"
 )
 
 

@@ -31,7 +31,15 @@ DOCS_TYPES = {"text/html", "text/css", "text/javascript", "image/png"}
 EXAMPLES = int(os.environ.get("AUTHSVC_TEST_HYPOTHESIS_EXAMPLES", "300"))
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
-FIELDS = ["email", "password", "reset_token", "new_password", "pad"]
+FIELDS = [
+    "email",
+    "password",
+    "reset_token",
+    "new_password",
+    "code",
+    "new_email",
+    "pad",
+]
 PATHS = [
     "/",
     "/users",
@@ -41,6 +49,10 @@ PATHS = [
     "/profile",
     "/reset_password",
     "/account/password_policy",
+    "/account",
+    "/account/password",
+    "/account/email",
+    "/account/verification",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
 # The routes that read a body: where most of the bytes below matter.
