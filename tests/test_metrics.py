@@ -61,6 +61,34 @@ def test_metrics_are_off_by_default(client: Client) -> None:
     assert response.get_json() == unknown.get_json()
 
 
+def test_the_account_events_are_counted_by_outcome(metrics_config: Config) -> None:
+    """Every event of account self-service is in the metrics as in the audit trail."""
+    client = client_for(metrics_config)
+    before = scrape(client)
+    account = {"email": "acct@example.com", "password": PASSWORD}
+    client.post("/users", data=account)
+    client.post("/sessions", data=account)
+    code = client.post("/account/verification").get_json()["verification_code"]
+    assert client.put("/account/verification", data={"code": "x"}).status_code == 403
+    assert client.put("/account/verification", data={"code": code}).status_code == 200
+    wrong = {"password": "wrong", "new_password": "n3w pw"}
+    assert client.put("/account/password", data=wrong).status_code == 401
+    right = {"password": PASSWORD, "new_password": "n3w pw"}
+    assert client.put("/account/password", data=right).status_code == 200
+    assert client.delete("/account", data={"password": "n3w pw"}).status_code == 200
+    after = scrape(client)
+
+    def moved(name: str, **labels: str) -> float:
+        return figure(after, name, **labels) - figure(before, name, **labels)
+
+    assert moved("authsvc_verification_requests_total", outcome="ok") == 1
+    assert moved("authsvc_verifications_total", outcome="invalid_code") == 1
+    assert moved("authsvc_verifications_total", outcome="ok") == 1
+    assert moved("authsvc_password_changes_total", outcome="wrong_password") == 1
+    assert moved("authsvc_password_changes_total", outcome="ok") == 1
+    assert moved("authsvc_account_deletions_total", outcome="ok") == 1
+
+
 def test_requests_and_events_are_counted_by_route_status_and_outcome(
     metrics_config: Config,
 ) -> None:
