@@ -49,7 +49,7 @@ from authsvc import (
 )
 from config import Config, ConfigError, check_lines
 from passwords import WeakPassword
-from store import DuplicateEmail, Store
+from store import DuplicateEmail, Store, User
 
 
 class CommandFailed(Exception):
@@ -168,14 +168,19 @@ def cmd_set_password(args: argparse.Namespace) -> str:
     return f"password set for user {user.id}; {ended} session(s) ended"
 
 
-def cmd_end_sessions(args: argparse.Namespace) -> str:
-    """End every session of a user (a stolen device, say)."""
-    email = checked(lookup_email, args.email)
-    auth = auth_from_env()
+def user_named(auth: Auth, email_argument: str) -> User:
+    """The user the command line names; CommandFailed saying so when there is none."""
+    email = checked(lookup_email, email_argument)
     try:
-        user = auth.find_user(email)
+        return auth.find_user(email)
     except UnknownEmail:
         raise CommandFailed(f"no user has the email {email}") from None
+
+
+def cmd_end_sessions(args: argparse.Namespace) -> str:
+    """End every session of a user (a stolen device, say)."""
+    auth = auth_from_env()
+    user = user_named(auth, args.email)
     ended = auth.end_all_sessions(user.id)
     audit("end_sessions", "ok", "cli", user=user)
     return f"{ended} session(s) ended for user {user.id}"
@@ -197,12 +202,8 @@ def cmd_check(args: argparse.Namespace) -> str:
 def cmd_delete_user(args: argparse.Namespace) -> str:
     """Delete a user and everything of theirs, as DELETE /account does (no password:
     the operator's own call, audited)."""
-    email = checked(lookup_email, args.email)
     auth = auth_from_env()
-    try:
-        user = auth.find_user(email)
-    except UnknownEmail:
-        raise CommandFailed(f"no user has the email {email}") from None
+    user = user_named(auth, args.email)
     auth.delete_user(user)
     audit("account_delete", "ok", "cli", user=user)
     return f"user {user.id} deleted"

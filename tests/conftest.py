@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -361,6 +362,27 @@ class AuthActions:
 def actions(client: Client) -> AuthActions:
     """AuthActions bound to the test's client."""
     return AuthActions(client)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def run_authsvc(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """`python authsvc.py ARGS` as an operator runs it: this process's environment less
+    every AUTHSVC_* variable, plus `env`; `stdin` as its standard input (a pipe)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
+    return subprocess.run(
+        [sys.executable, "authsvc.py", *args],
+        cwd=servers.ROOT,
+        env={**clean, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # ----------------------------------------------------------------------------- gunicorn

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +25,9 @@ from conftest import (
     assert_error,
     client_for,
     query,
+    run_authsvc,
 )
-from servers import ROOT, GunicornServer
+from servers import GunicornServer
 from test_smtp import CODE_SUBJECT, SmtpServer, smtp_config, start_smtp
 from werkzeug.test import Client, TestResponse
 
@@ -370,19 +369,10 @@ def test_deleting_the_account_removes_every_row_of_it(
 
 
 def test_the_operator_deletes_a_user(database_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env |= {"AUTHSVC_DB": database_url, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
+    env = {"AUTHSVC_DB": database_url, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "authsvc.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_authsvc(*args, env=env)
 
     client = client_for(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     AuthActions(client).register(EMAIL, PASSWORD)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pgserver
 import pytest
 import requests
-from conftest import FAST_ROUNDS, query, write_lock_held
-from servers import ROOT, GunicornServer
+from conftest import FAST_ROUNDS, query, run_authsvc, write_lock_held
+from servers import GunicornServer
 
 import store
 from authsvc import Auth, Config
@@ -23,18 +21,7 @@ TIMEOUT = 15
 
 def run_command(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
     """`python authsvc.py ARGS` with AUTHSVC_DB set (or not), as an operator runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    if db is not None:
-        env["AUTHSVC_DB"] = db
-    return subprocess.run(
-        [sys.executable, "authsvc.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_authsvc(*args, env={"AUTHSVC_DB": db} if db is not None else {})
 
 
 def test_help_lists_every_command() -> None:
@@ -152,18 +139,8 @@ def run_with_password(
     *args: str, db: str, password: str
 ) -> subprocess.CompletedProcess:
     """A command that reads a password, given on stdin as a pipe (one line)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env |= {"AUTHSVC_DB": db, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
-    return subprocess.run(
-        [sys.executable, "authsvc.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {"AUTHSVC_DB": db, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
+    return run_authsvc(*args, env=env, stdin=password + "\n")
 
 
 def failure(result: subprocess.CompletedProcess) -> str:

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST_ROUNDS, AuthActions, assert_json, client_for, snapshot
+from conftest import (
+    FAST_ROUNDS,
+    AuthActions,
+    assert_json,
+    client_for,
+    run_authsvc,
+    snapshot,
+)
 from servers import ROOT
 from werkzeug.test import Client
 
@@ -170,16 +175,7 @@ def test_gunicorn_in_production_without_its_settings_exits_naming_them(
 
 def check(env: dict[str, str]) -> subprocess.CompletedProcess:
     """`python authsvc.py check` with exactly these AUTHSVC_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    return subprocess.run(
-        [sys.executable, "authsvc.py", "check"],
-        cwd=ROOT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_authsvc("check", env=env)
 
 
 def test_check_lists_course_mode_and_everything_production_would_refuse() -> None:
@@ -349,23 +345,13 @@ def run_with_password(
     *args: str, db: str, password: str
 ) -> subprocess.CompletedProcess:
     """A command reading a password from stdin, with production's policy in course mode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env |= {
+    env = {
         "AUTHSVC_DB": db,
         "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS),
         "AUTHSVC_PASSWORD_MIN_LENGTH": "15",
         "AUTHSVC_PASSWORD_BLOCKLIST": "true",
     }
-    return subprocess.run(
-        [sys.executable, "authsvc.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_authsvc(*args, env=env, stdin=password + "\n")
 
 
 def test_the_commands_refuse_a_weak_password_saying_why(database_url: str) -> None:

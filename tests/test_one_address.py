@@ -10,17 +10,14 @@ address that folds longer than it is typed (`ß` is `ss`), on both backends alik
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAST_ROUNDS, AuthActions, client_for, query
-from servers import ROOT
+from conftest import FAST_ROUNDS, AuthActions, client_for, query, run_authsvc
 from test_smtp import SmtpServer, smtp_config, start_smtp
 from werkzeug.test import Client
 
@@ -36,18 +33,8 @@ NEWCOMER = "=bob@x.io"
 
 def command(*args: str, db: str, stdin: str = "") -> subprocess.CompletedProcess:
     """`python authsvc.py ARGS` on `db`, as an operator runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSVC_")}
-    env |= {"AUTHSVC_DB": db, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
-    return subprocess.run(
-        [sys.executable, "authsvc.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"AUTHSVC_DB": db, "AUTHSVC_BCRYPT_ROUNDS": str(FAST_ROUNDS)}
+    return run_authsvc(*args, env=env, stdin=stdin)
 
 
 @pytest.fixture
