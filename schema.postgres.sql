@@ -4,9 +4,10 @@
 --
 -- store.Store.initialize() runs at every start-up of every worker on every host. It
 -- reads the number of the last migration applied (table authsvc_schema_version, made by
--- the store), and when migrations are due it applies them in one transaction under an
--- advisory lock (pg_advisory_xact_lock), so several hosts starting at once queue: the
--- first migrates, the others find nothing to do. DDL is transactional here: a migration
+-- the store), and when migrations are due it applies them in one transaction inside a
+-- session advisory lock (pg_advisory_lock, taken before the transaction begins, so the
+-- transaction reads the catalog as the previous holder left it), so several hosts
+-- starting at once queue: the first migrates, the others find nothing to do. DDL is transactional here: a migration
 -- that fails leaves nothing half done.
 --
 -- Rules: as in schema.sql. Never edit a migration that has shipped; add one, with the

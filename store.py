@@ -313,8 +313,9 @@ class SqliteDialect:
         conn.execute(f"PRAGMA user_version = {int(number)}")
 
     @staticmethod
-    def lock_migrations(conn: Any) -> None:
-        """Nothing: the write transaction already excludes every other writer."""
+    def migration_lock(conn: Any) -> AbstractContextManager[None]:
+        """Nothing: the write transaction (BEGIN IMMEDIATE) excludes every other writer."""
+        return nullcontext()
 
     @staticmethod
     def after_copy(conn: Any, table: str) -> None:
@@ -385,9 +386,22 @@ class PostgresDialect:
         conn.execute("INSERT INTO authsvc_schema_version VALUES (%s)", (number,))
 
     @classmethod
-    def lock_migrations(cls, conn: Any) -> None:
-        """Queue behind any other host migrating (released at the transaction's end)."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (cls.MIGRATION_LOCK_KEY,))
+    @contextmanager
+    def migration_lock(cls, conn: Any) -> Iterator[None]:
+        """Queue behind any other host or worker migrating, around the migration's
+        transaction (a session lock, taken before BEGIN and released after the end).
+
+        Taken before the transaction starts, not inside it: a transaction reads the
+        catalog through caches it refreshes when it begins, so one that began before
+        another worker's migrations committed could still see the tables as they were,
+        read version 0, and run a migration again (migration 8's RENAME COLUMN then
+        fails; the earlier ones are idempotent, which had hidden it).
+        """
+        conn.execute("SELECT pg_advisory_lock(%s)", (cls.MIGRATION_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (cls.MIGRATION_LOCK_KEY,))
 
     @staticmethod
     def after_copy(conn: Any, table: str) -> None:
@@ -870,25 +884,25 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
         if dialect.schema_version(conn) == SCHEMA_VERSION:
             return
-        conn.execute(dialect.begin_write)
-        try:
-            dialect.lock_migrations(conn)
-            version = dialect.schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"the database has schema version {version}; this authsvc knows "
-                    f"up to {SCHEMA_VERSION}"
-                )
-            for number, statements in enumerate(
-                dialect.migrations[version:], start=version + 1
-            ):
-                for statement in statements:
-                    conn.execute(statement)
-                dialect.set_schema_version(conn, number)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with dialect.migration_lock(conn):
+            conn.execute(dialect.begin_write)
+            try:
+                version = dialect.schema_version(conn)
+                if version > SCHEMA_VERSION:
+                    raise SchemaTooNew(
+                        f"the database has schema version {version}; this authsvc "
+                        f"knows up to {SCHEMA_VERSION}"
+                    )
+                for number, statements in enumerate(
+                    dialect.migrations[version:], start=version + 1
+                ):
+                    for statement in statements:
+                        conn.execute(statement)
+                    dialect.set_schema_version(conn, number)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _warn_about_shared_emails(self, conn: Any) -> None:
         """Log how many accounts share a folded email with an older one (migration 5).

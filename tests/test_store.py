@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +239,31 @@ def test_many_workers_can_apply_the_schema_at_once(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(boot, range(8)))  # re-raises the first error of any worker
     assert read_all(str(path)) == []
+
+
+@pytest.mark.postgresql_only
+def test_many_workers_can_migrate_one_new_postgresql_database_at_once(
+    postgres: object, request: pytest.FixtureRequest
+) -> None:
+    """Eight workers (or hosts) start on a database with no schema at all: one applies
+    every migration, the others wait and then find nothing to do. Migration 8 renames
+    columns, so a second application would fail: none happens."""
+    name = f"race_{os.getpid()}"
+    postgres.sql(f"CREATE DATABASE {name}")
+    request.addfinalizer(
+        lambda: postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    )
+    request.addfinalizer(store.close_all_pools)
+    url = postgres.url(name)
+    barrier = threading.Barrier(8)
+
+    def boot(_: int) -> None:
+        barrier.wait()
+        Store(url).initialize()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(boot, range(8)))  # re-raises the first error of any worker
+    assert Store(url).schema_version() == store.SCHEMA_VERSION
 
 
 @pytest.mark.sqlite_only
