@@ -1180,16 +1180,12 @@ def _text_field(name: str, value: Any) -> str:
     return value
 
 
-def read_fields(
-    request: ApiRequest, body: bytes, *names: str, optional: tuple[str, ...] = ()
-) -> dict[str, str]:
+def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]:
     """Read the named fields from a urlencoded, multipart or JSON body.
 
     Each must be present, a non-blank string, and sent once (or twice with the same
-    value); one of `optional` may be left out (or blank), and is then not in the answer.
-    Other fields are ignored. Raises a 4xx HTTPException naming the field.
+    value). Other fields are ignored. Raises a 4xx HTTPException naming the field.
     """
-    names = names + optional
     received: dict[str, Any] = {}
     for name, value in _body_pairs(request, body):
         if name not in names:
@@ -1199,9 +1195,6 @@ def read_fields(
         received[name] = value
     fields = {}
     for name in names:
-        missing = name not in received or received[name] in ("", None)
-        if name in optional and (missing or not str(received[name]).strip()):
-            continue
         if name not in received:
             raise BadRequest(f"{name} is required")
         fields[name] = _text_field(name, received[name])
