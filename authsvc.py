@@ -880,8 +880,8 @@ class Auth:
         """Without a session, given the email: as `request_verification` for its user,
         counted per client like a reset request (Throttled past the client's limit).
         UnknownEmail when nobody has it; in smtp delivery None instead, and for an
-        address already verified or past its code limits too, so the answer is the
-        same for every address."""
+        address already verified, past its code limits or whose mail failed too, so
+        the answer is the same for every address."""
         if client is not None:
             with self._db.transaction():
                 self._limits.count_reset_request(client)
@@ -893,9 +893,10 @@ class Auth:
             raise UnknownEmail("no user has this email") from None
         try:
             return user, self.request_verification(user)[1]
-        except (AlreadyVerified, Throttled):
+        except (AlreadyVerified, Throttled, DeliveryFailed):
             # In smtp delivery the answer is the same for every address: a user's own
-            # limit (a code a minute) must not tell that the address is registered.
+            # limit (a code a minute), or a mail server that fails only for addresses
+            # that get a mail, must not tell that the address is registered.
             if self._mailer is not None:
                 return None
             raise

@@ -27,6 +27,7 @@ from conftest import (
     query,
     run_authsvc,
 )
+from pgserver import free_port
 from servers import GunicornServer
 from test_smtp import CODE_SUBJECT, SmtpServer, smtp_config, start_smtp
 from werkzeug.test import Client, TestResponse
@@ -455,6 +456,22 @@ def test_in_smtp_delivery_the_cookieless_request_answers_alike(
     assert all("verification_code" not in a.json for a in answers)
     assert [m["To"] for m in smtp.mailbox.codes] == [EMAIL]  # the sign-up's only:
     # the second request came within the minute; a minute later it would be mailed.
+
+
+def test_in_smtp_delivery_a_failing_mail_server_tells_nobody_who_is_registered(
+    config: Config, clock: FakeClock
+) -> None:
+    """Only a registered address gets a code mail, so a mail server that is down could
+    tell the two apart: the cookieless request answers the usual 200 for both."""
+    down = client_for(smtp_config(config, free_port()), clock)  # nothing listens
+    assert AuthActions(down).register(EMAIL, PASSWORD).status_code == 200  # logged
+    clock.advance(61)
+    for email in (EMAIL, "nobody@example.com"):
+        answer = ask_code(down, data={"email": email})
+        assert (answer.status_code, answer.json) == (
+            200,
+            {"message": "verification code sent"},
+        )
 
 
 # -- an upgraded database
