@@ -188,6 +188,14 @@ def _generate_uuid() -> str:
     return str(uuid.uuid4())
 
 
+def keyed_sha256(data: bytes, key: str) -> str:
+    """HMAC-SHA-256 of `data` under `key` (AUTHSVC_SECRET_KEY), in hex; a plain SHA-256
+    without a key (course mode only: anyone can then compute it for a guess)."""
+    if key:
+        return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
 def _digest(secret: str) -> str:
     """SHA-256 of a session id or reset token: what the database stores instead of it.
 
@@ -675,7 +683,8 @@ class Auth:
         Mailer.send_no_account_notice). Past the email's limit of requests nothing is
         sent at all ("limited"): the caller answers as usual, so nobody learns of the
         limit, and nobody can flood a mailbox. The token is stored before the mail goes
-        and deleted if the SMTP server refuses it, so a failed delivery leaves no usable token. Raises DeliveryFailed;
+        and deleted if the SMTP server refuses it, so a failed delivery leaves no usable
+        token. Raises DeliveryFailed;
         Throttled past the client's limit; RuntimeError when delivery is not smtp.
         """
         if self._mailer is None:
@@ -809,8 +818,7 @@ class Auth:
             self.end_all_sessions(user.id)
             changed = dataclasses.replace(current, hashed_password=hashed)
             session_id = self._start_session(changed, user_agent, ip)
-            if session_id is None:  # the hash was just written: cannot happen
-                raise InvalidCredentials("the password changed meanwhile")
+            assert session_id is not None, "the hash it checks was just written"
             self._db.clear_login_attempts(user.email)
         self._notify_password_changed(user)
         return session_id
@@ -819,11 +827,7 @@ class Auth:
         """What the database keeps of a verification code: an HMAC-SHA-256 under
         AUTHSVC_SECRET_KEY (without a key, course mode only, a plain SHA-256: six digits
         are a million guesses, so a copy of the database would open them)."""
-        data = f"{user_id}:{code}".encode()
-        key = self._config.secret_key
-        if key:
-            return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()
-        return hashlib.sha256(data).hexdigest()
+        return keyed_sha256(f"{user_id}:{code}".encode(), self._config.secret_key)
 
     def _issue_code(
         self, user: User, email: str, pending_email: str | None = None
@@ -920,34 +924,36 @@ class Auth:
                 proved = self._db.spend_code(
                     user.id, digest, self._clock(), CODE_MAX_TRIES
                 )
-                current = self._db.find_user_by(id=user.id)
                 if proved is None:
                     raise InvalidCode("code is not valid")
+                current = self._db.find_user_by(id=user.id)
                 if email_key(proved) == email_key(current.email):
-                    self._db.update_user(user.id, email_verified=True)
-                    old_email = None
+                    changes: dict[str, Any] = {"email_verified": True}
                 elif current.pending_email and email_key(proved) == email_key(
                     current.pending_email
                 ):
-                    self._db.update_user(
-                        user.id,
-                        email=current.pending_email,
-                        email_verified=True,
-                        pending_email=None,
-                    )
+                    changes = {
+                        "email": current.pending_email,
+                        "email_verified": True,
+                        "pending_email": None,
+                    }
                     self.end_all_sessions(user.id, keep=keep)
-                    old_email = current.email
                 else:
                     raise InvalidCode("code is not valid")
+                self._db.update_user(user.id, **changes)
         except InvalidCode:
             self._db.count_wrong_code(user.id, CODE_MAX_TRIES)
             raise
-        confirmed = self._db.find_user_by(id=user.id)
-        if old_email is not None:
-            self._notify(
-                self._mailer_send("send_email_changed"), old_email, confirmed.email
-            )
-        return confirmed, old_email
+        if "email" in changes:  # update_user keys the new email as it stores it
+            changes["email_key"] = email_key(changes["email"])
+        confirmed = dataclasses.replace(current, **changes)
+        if "email" not in changes:
+            return confirmed, None
+        self._notify(
+            f"email-change notice for user {user.id}",
+            lambda mailer: mailer.send_email_changed(current.email, confirmed.email),
+        )
+        return confirmed, current.email
 
     def request_email_change(
         self, user: User, password: str, new_email: str, ip: str = ""
@@ -977,36 +983,28 @@ class Auth:
     def delete_user(self, user: User) -> None:
         """Delete `user` and everything of theirs (the operator's delete-user too)."""
         self._db.delete_user(user.id)
-        self._notify(self._mailer_send("send_account_deleted"), user.email)
+        self._notify(
+            f"deletion notice for user {user.id}",
+            lambda mailer: mailer.send_account_deleted(user.email),
+        )
 
-    def _mailer_send(self, name: str) -> Callable[..., None] | None:
-        """The Mailer's method `name` in smtp delivery, else None."""
-        return getattr(self._mailer, name) if self._mailer is not None else None
-
-    def _notify(self, send: Callable[..., None] | None, *args: str) -> None:
-        """Send a notice after the change it tells of is committed: a mail server that
-        fails does not undo the change, and is logged."""
-        if send is None:
-            return
-        try:
-            send(*args)
-        except DeliveryFailed:
-            logger.warning("a notice (%s) could not be mailed", send.__name__)
-
-    def _notify_password_changed(self, user: User) -> None:
-        """In smtp delivery, mail the user a notice of the change (ASVS 2.5.5).
-
-        After the change is committed: a mail server that fails does not undo it, and
-        is logged (Mailer logs the error's class; this says which notice was lost).
-        """
+    def _notify(self, notice: str, send: Callable[[Mailer], None]) -> None:
+        """In smtp delivery, mail a notice with `send`, after the change it tells of is
+        committed: a mail server that fails does not undo the change, and is logged
+        (Mailer logs the error's class; this says which `notice` was lost)."""
         if self._mailer is None:
             return
         try:
-            self._mailer.send_password_changed(user.email)
+            send(self._mailer)
         except DeliveryFailed:
-            logger.warning(
-                "the password-change notice for user %d could not be mailed", user.id
-            )
+            logger.warning("the %s could not be mailed", notice)
+
+    def _notify_password_changed(self, user: User) -> None:
+        """Mail the user a notice that the password changed (ASVS 2.5.5)."""
+        self._notify(
+            f"password-change notice for user {user.id}",
+            lambda mailer: mailer.send_password_changed(user.email),
+        )
 
 
 # =============================================================================================
@@ -1406,10 +1404,7 @@ def email_hash(email: str, key: str = "") -> str:
     address cannot check the guess without the key. Without it a plain SHA-256, which
     anyone can compute for a guessed address (start-up warns).
     """
-    data = email.strip().lower().encode("utf-8")
-    if key:
-        return hmac.new(key.encode("utf-8"), data, hashlib.sha256).hexdigest()[:16]
-    return hashlib.sha256(data).hexdigest()[:16]
+    return keyed_sha256(email.strip().lower().encode("utf-8"), key)[:16]
 
 
 # =============================================================================================
@@ -1663,7 +1658,7 @@ class AuthApp:
             self.audit(request, "login", "throttled", email=email)
             raise  # 429 with Retry-After (dispatch_request)
         except EmailNotVerified:
-            self.audit(request, "login", "unverified", user=None, email=email)
+            self.audit(request, "login", "unverified", email=email)
             raise
         except InvalidCredentials:
             self.audit(request, "login", "failed", email=email)

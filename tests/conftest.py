@@ -385,6 +385,17 @@ def run_authsvc(
     )
 
 
+def run_course_client(url: str) -> subprocess.CompletedProcess:
+    """The course's own client, tests/main.py, against the server at `url`."""
+    return subprocess.run(
+        [sys.executable, str(servers.ROOT / "tests" / "main.py"), url],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # ----------------------------------------------------------------------------- gunicorn
 
 

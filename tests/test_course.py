@@ -9,13 +9,12 @@ requests) must pass on it, on both backends.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 import requests
-from servers import ROOT, GunicornServer
+from conftest import run_course_client
+from servers import GunicornServer
 
 pytestmark = pytest.mark.e2e
 
@@ -35,13 +34,7 @@ def course_server(start_server: Callable[..., GunicornServer]) -> GunicornServer
 def test_the_course_client_passes_on_the_defaults(
     course_server: GunicornServer,
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "main.py"), course_server.url],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_course_client(course_server.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
 

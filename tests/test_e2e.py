@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-from conftest import query
+from conftest import query, run_course_client
 from servers import ROOT, GunicornServer
 
 from authsvc import email_hash
@@ -41,13 +39,7 @@ def count_users(db: Path | str, email: str) -> int:
 
 
 def test_the_course_client_passes(gunicorn_server: GunicornServer) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "main.py"), gunicorn_server.url],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_course_client(gunicorn_server.url)
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout == "" and result.stderr == ""

@@ -228,16 +228,22 @@ def test_initialize_is_idempotent_and_keeps_every_user(db: Store) -> None:
     assert read_all(db.path) == before
 
 
-def test_many_workers_can_apply_the_schema_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "race.db"
-    barrier = threading.Barrier(8)
+def boot_at_once(database: Path | str, workers: int = 8) -> None:
+    """`workers` threads apply the schema to one database at the same moment, as the
+    workers of a starting server do; re-raises the first error of any of them."""
+    barrier = threading.Barrier(workers)
 
     def boot(_: int) -> None:
         barrier.wait()
-        Store(path).initialize()
+        Store(database).initialize()
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(boot, range(8)))  # re-raises the first error of any worker
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(boot, range(workers)))
+
+
+def test_many_workers_can_apply_the_schema_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    boot_at_once(path)
     assert read_all(str(path)) == []
 
 
@@ -255,14 +261,7 @@ def test_many_workers_can_migrate_one_new_postgresql_database_at_once(
     )
     request.addfinalizer(store.close_all_pools)
     url = postgres.url(name)
-    barrier = threading.Barrier(8)
-
-    def boot(_: int) -> None:
-        barrier.wait()
-        Store(url).initialize()
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(boot, range(8)))  # re-raises the first error of any worker
+    boot_at_once(url)
     assert Store(url).schema_version() == store.SCHEMA_VERSION
 
 
