@@ -90,6 +90,7 @@ class Config:
         str, ...
     ] = ()  # other origins whose pages may log in and out
     secret_key: str = dataclasses.field(default="", repr=False)  # keys the audit hash
+    totp_issuer: str = "authsvc"  # the service's name in authenticator apps
     reset_delivery: str = "response"  # or "smtp"
     smtp_host: str = "localhost"
     smtp_port: int = 25
@@ -194,6 +195,7 @@ class Config:
             ),
             allowed_origins=_allowed_origins(environ),
             secret_key=_secret_key(environ),
+            totp_issuer=_totp_issuer(environ, defaults.totp_issuer),
             login_window=_env_int(
                 environ,
                 "AUTHSVC_LOGIN_WINDOW",
@@ -307,7 +309,8 @@ def course_mode_warning(config: Config) -> str | None:
     )
     without_key = (
         "; without AUTHSVC_SECRET_KEY the audit trail's email hashes are plain "
-        "SHA-256, which anyone can compute for an address they guess"
+        "SHA-256, which anyone can compute for an address they guess, and two-factor "
+        "secrets are stored unencrypted, so a copy of the database opens them"
         if not config.secret_key
         else ""
     )
@@ -421,6 +424,22 @@ def _secret_key(environ: Mapping[str, str]) -> str:
             "(openssl rand -hex 32 makes one)"
         )
     return key
+
+
+# What an authenticator app shows as the account's service: printable, one line, short.
+TOTP_ISSUER_SHAPE = re.compile(r"[^\x00-\x1f\x7f:]{1,64}")
+
+
+def _totp_issuer(environ: Mapping[str, str], default: str) -> str:
+    """AUTHSVC_TOTP_ISSUER: 1 to 64 printable characters, no colon (the otpauth label
+    separates the issuer from the account with one)."""
+    issuer = environ.get("AUTHSVC_TOTP_ISSUER", default).strip()
+    if not TOTP_ISSUER_SHAPE.fullmatch(issuer):
+        raise ConfigError(
+            "AUTHSVC_TOTP_ISSUER must be 1 to 64 printable characters without a colon, "
+            f"got {issuer!r}"
+        )
+    return issuer
 
 
 def _metrics_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, Any]:

@@ -165,6 +165,38 @@ class Mailer:
             subject="Your authsvc account was deleted",
         )
 
+    def send_two_factor_changed(self, to: str, now_on: bool) -> None:
+        """Tell `to` that two-factor was just turned on, or off. Raises DeliveryFailed."""
+        if now_on:
+            what = (
+                "Two-factor login was just turned on for your authsvc account, and every\n"
+                "other session of the account was ended."
+            )
+        else:
+            what = (
+                "Two-factor login was just turned off for your authsvc account: the password\n"
+                "alone logs in again."
+            )
+        self._send(
+            to,
+            f"{what} If you did this, nothing more is needed. If you did\n"
+            "not, someone else holds your account: contact the service's operator now.\n",
+            subject=f"Your authsvc two-factor login was turned {'on' if now_on else 'off'}",
+        )
+
+    def send_recovery_code_used(self, to: str, codes_left: int) -> None:
+        """Tell `to` that one of its recovery codes was just used, and how many are left
+        (never which one). Raises DeliveryFailed."""
+        self._send(
+            to,
+            "One of the recovery codes of your authsvc account was just used in place of\n"
+            f"a two-factor code. {codes_left} unused codes are left. If you did this, set\n"
+            "up your authenticator again or make new codes (POST /account/recovery_codes)\n"
+            "before they run out. If you did not, someone has your password and a code:\n"
+            "change the password and make new codes now.\n",
+            subject="A recovery code of your authsvc account was used",
+        )
+
     def send_no_account_notice(self, to: str) -> None:
         """Tell `to` that a reset was asked for it but no account uses it. Raises DeliveryFailed.
 

@@ -151,3 +151,30 @@ CREATE TABLE IF NOT EXISTS verification_codes (
     sends_started_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     last_sent_at DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+
+-- @migration 10: two-factor: TOTP secrets, recovery codes, half-finished logins (see
+-- schema.sql)
+CREATE TABLE IF NOT EXISTS two_factor (
+    user_id BIGINT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret VARCHAR(250),
+    pending_secret VARCHAR(250),
+    pending_expires_at DOUBLE PRECISION,
+    last_step BIGINT NOT NULL DEFAULT 0,
+    enabled_at DOUBLE PRECISION
+);
+
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX IF NOT EXISTS recovery_codes_user ON recovery_codes (user_id);
+
+CREATE TABLE IF NOT EXISTS mfa_tokens (
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at DOUBLE PRECISION NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE INDEX IF NOT EXISTS mfa_tokens_user ON mfa_tokens (user_id);

@@ -241,3 +241,42 @@ CREATE TABLE IF NOT EXISTS verification_codes (
     sends_started_at REAL NOT NULL DEFAULT 0,
     last_sent_at REAL NOT NULL DEFAULT 0
 );
+
+-- @migration 10: two-factor: TOTP secrets, recovery codes, half-finished logins
+-- One row per user who set up two-factor or began to. `secret` is the confirmed TOTP
+-- secret (two-factor is on while it is not NULL); `pending_secret` one being set up
+-- (POST /account/two_factor), until PUT confirms it or pending_expires_at passes. Both
+-- are sealed by factors.SecretBox: AES-256-GCM under a key derived from
+-- AUTHSVC_SECRET_KEY, bound to the user's id ("aesgcm:..."); without a key (course mode
+-- only) the base32 secret as it is ("plain:..."). Never the secret itself otherwise.
+CREATE TABLE IF NOT EXISTS two_factor (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    secret VARCHAR(250),
+    pending_secret VARCHAR(250),
+    pending_expires_at REAL,
+    -- The last TOTP time step accepted (Unix time // 30): a code of this step or an
+    -- earlier one is refused (RFC 6238 section 5.2), by one conditional UPDATE.
+    last_step INTEGER NOT NULL DEFAULT 0,
+    enabled_at REAL
+);
+
+-- The user's unused recovery codes: SHA-256 (hex) of each 120-bit code, never the code
+-- (ASVS 6.5.2). A used code's row is deleted; a new set replaces the old one.
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE
+);
+
+CREATE INDEX IF NOT EXISTS recovery_codes_user ON recovery_codes (user_id);
+
+-- A login whose password was right and whose code is still awaited: the SHA-256 of its
+-- mfa_token, the user, until when (5 minutes), and the wrong codes tried (the fifth ends
+-- it). Single use: the login that succeeds deletes it.
+CREATE TABLE IF NOT EXISTS mfa_tokens (
+    digest VARCHAR(64) PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at REAL NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE INDEX IF NOT EXISTS mfa_tokens_user ON mfa_tokens (user_id);

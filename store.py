@@ -193,12 +193,33 @@ _SELECT_SESSION_AND_USER = (
 # The columns of `reset_tokens` (migration 7): one row per live token.
 RESET_TOKEN_COLUMNS = ("digest", "user_id", "expires_at")
 
+
+@dataclasses.dataclass(frozen=True)
+class TwoFactorRow:
+    """One row of `two_factor` (migration 10): the sealed secrets (factors.SecretBox),
+    never a secret itself. Two-factor is on while `secret` is not None."""
+
+    user_id: int
+    secret: str | None
+    pending_secret: str | None
+    pending_expires_at: float | None
+    last_step: int
+    enabled_at: float | None
+
+
+TWO_FACTOR_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(TwoFactorRow)
+)
+
 # What `copy_into` copies, in an order that keeps foreign keys satisfied; each table in
-# the order of its first column (its key).
+# the order of its first column (its key). Two-factor goes with the account: a copy
+# without it would let its users log in with the password alone.
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "users": USER_COLUMNS,
     "sessions": SESSION_COLUMNS,
     "reset_tokens": RESET_TOKEN_COLUMNS,
+    "two_factor": TWO_FACTOR_COLUMNS,
+    "recovery_codes": ("digest", "user_id"),
 }
 # Columns SQLite stores as INTEGER 0/1 and PostgreSQL as BOOLEAN (which takes no integer).
 BOOLEAN_COLUMNS = {"users": ("email_verified",)}
@@ -1475,6 +1496,167 @@ class Store:
             )
 
     # ====================================================================================
+    # two_factor, recovery_codes, mfa_tokens: the second factor (migration 10)
+    # Each "once only" is one conditional statement: of two requests racing, on any
+    # workers or hosts, exactly one finds its condition still true.
+    # ====================================================================================
+
+    def two_factor_of(self, user_id: int) -> TwoFactorRow | None:
+        """The user's two_factor row, or None if they never began a set-up."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT {', '.join(TWO_FACTOR_COLUMNS)} FROM two_factor"
+                " WHERE user_id = ?",
+                (user_id,),
+            ).fetchall()
+        return TwoFactorRow(*(rows[0][c] for c in TWO_FACTOR_COLUMNS)) if rows else None
+
+    def two_factor_status(self, user_id: int) -> tuple[bool, int]:
+        """(two-factor on, unused recovery codes), in one statement."""
+        with self._conn() as conn:
+            (row,) = self._execute(
+                conn,
+                "SELECT (SELECT COUNT(*) FROM two_factor WHERE user_id = ?"
+                " AND secret IS NOT NULL) AS factor_on,"
+                " (SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?) AS codes_left",
+                (user_id, user_id),
+            ).fetchall()
+        return bool(row["factor_on"]), int(row["codes_left"])
+
+    def put_pending_secret(self, user_id: int, sealed: str, expires_at: float) -> bool:
+        """Make `sealed` the user's pending secret until `expires_at`, replacing an
+        earlier pending one; False (nothing written) when two-factor is already on."""
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "INSERT INTO two_factor (user_id, pending_secret, pending_expires_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+                " pending_secret = excluded.pending_secret,"
+                " pending_expires_at = excluded.pending_expires_at"
+                " WHERE two_factor.secret IS NULL RETURNING user_id",
+                (user_id, sealed, expires_at),
+            ).fetchall()
+        return bool(rows)
+
+    def enable_two_factor(
+        self, user_id: int, pending: str, step: int, now: float
+    ) -> bool:
+        """Make the pending secret `pending` the user's secret, `step` its last used time
+        step; False when it is no longer the pending one, expired, or two-factor is on."""
+        with self.transaction(), self._conn() as conn:
+            changed = self._execute(
+                conn,
+                "UPDATE two_factor SET secret = pending_secret, pending_secret = NULL,"
+                " pending_expires_at = NULL, last_step = ?, enabled_at = ?"
+                " WHERE user_id = ? AND secret IS NULL AND pending_secret = ?"
+                " AND pending_expires_at > ?",
+                (step, now, user_id, pending, now),
+            ).rowcount
+        return changed == 1
+
+    def take_time_step(self, user_id: int, step: int) -> bool:
+        """Record `step` as the user's last accepted TOTP time step, only if it is later
+        than the one recorded: True if this call took it (RFC 6238 section 5.2)."""
+        with self.transaction(), self._conn() as conn:
+            changed = self._execute(
+                conn,
+                "UPDATE two_factor SET last_step = ? WHERE user_id = ?"
+                " AND secret IS NOT NULL AND last_step < ?",
+                (step, user_id, step),
+            ).rowcount
+        return changed == 1
+
+    def replace_recovery_codes(self, user_id: int, digests: list[str]) -> None:
+        """The user's recovery codes become these (their digests); the old ones go."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn, "DELETE FROM recovery_codes WHERE user_id = ?", (user_id,)
+            )
+            conn.cursor().executemany(
+                self.dialect.sql(
+                    "INSERT INTO recovery_codes (digest, user_id) VALUES (?, ?)"
+                ),
+                [(digest, user_id) for digest in digests],
+            )
+
+    def use_recovery_code(self, user_id: int, digest: str) -> bool:
+        """Spend the user's recovery code of this digest: True if this call deleted it."""
+        with self.transaction(), self._conn() as conn:
+            deleted = self._execute(
+                conn,
+                "DELETE FROM recovery_codes WHERE user_id = ? AND digest = ?",
+                (user_id, digest),
+            ).rowcount
+        return deleted == 1
+
+    def delete_two_factor(self, user_id: int) -> bool:
+        """Forget the user's secrets, recovery codes and waiting logins; True if
+        two-factor was on."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn, "DELETE FROM recovery_codes WHERE user_id = ?", (user_id,)
+            )
+            self._execute(conn, "DELETE FROM mfa_tokens WHERE user_id = ?", (user_id,))
+            rows = self._execute(
+                conn,
+                "DELETE FROM two_factor WHERE user_id = ? RETURNING secret",
+                (user_id,),
+            ).fetchall()
+        return bool(rows) and rows[0]["secret"] is not None
+
+    def add_mfa_token(self, digest: str, user_id: int, expires_at: float) -> None:
+        """Store a waiting login's token digest."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO mfa_tokens (digest, user_id, expires_at) VALUES (?, ?, ?)",
+                (digest, user_id, expires_at),
+            )
+
+    def mfa_token_holder(self, digest: str, now: float, max_tries: int) -> int | None:
+        """The user id of the live token of this digest, or None."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT user_id FROM mfa_tokens WHERE digest = ? AND expires_at > ?"
+                " AND tries < ?",
+                (digest, now, max_tries),
+            ).fetchall()
+        return rows[0]["user_id"] if rows else None
+
+    def spend_mfa_token(self, digest: str, now: float, max_tries: int) -> int | None:
+        """Delete the live token of this digest: its user's id, or None if there is no
+        live one. Inside a transaction that a wrong code rolls back, which puts it back."""
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "DELETE FROM mfa_tokens WHERE digest = ? AND expires_at > ?"
+                " AND tries < ? RETURNING user_id",
+                (digest, now, max_tries),
+            ).fetchall()
+        return rows[0]["user_id"] if rows else None
+
+    def count_wrong_mfa_code(self, digest: str, max_tries: int) -> None:
+        """Count a wrong code against the token; the `max_tries`th deletes it."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "UPDATE mfa_tokens SET tries = tries + 1 WHERE digest = ?",
+                (digest,),
+            )
+            self._execute(
+                conn,
+                "DELETE FROM mfa_tokens WHERE digest = ? AND tries >= ?",
+                (digest, max_tries),
+            )
+
+    def delete_mfa_tokens_of(self, user_id: int) -> None:
+        """End every waiting login of the user (a new password, sessions ended)."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(conn, "DELETE FROM mfa_tokens WHERE user_id = ?", (user_id,))
+
+    # ====================================================================================
     # login_attempts, reset_attempts, client_attempts: the request limits' counters
     # In the database, so every worker and host counts the same attempts (limits.py
     # decides what is counted and when a request is refused).
@@ -1597,6 +1779,7 @@ class Store:
                     *ATTEMPT_TABLES,
                     "client_attempts",
                     "verification_codes",
+                    "mfa_tokens",
                 )
             )
 
@@ -1698,6 +1881,16 @@ class Store:
             ),
             "reset_tokens": self._delete_in_batches(
                 "reset_tokens", "expires_at <= ?", (now,), batch, key="digest"
+            ),
+            "mfa_tokens": self._delete_in_batches(
+                "mfa_tokens", "expires_at <= ?", (now,), batch, key="digest"
+            ),
+            "two_factor_set_ups": self._delete_in_batches(
+                "two_factor",
+                "secret IS NULL AND pending_expires_at <= ?",
+                (now,),
+                batch,
+                key="user_id",
             ),
         }
         for table, window in windows.items():
