@@ -13,6 +13,7 @@ failure exits non-zero with one line on stderr.
     python authsvc.py set-password bob@example.com     # ends the user's sessions
     python authsvc.py end-sessions bob@example.com
     python authsvc.py delete-user bob@example.com
+    python authsvc.py two-factor-off bob@example.com   # a lost phone, no recovery code
     python authsvc.py users --list
     AUTHSVC_DB=postgresql://... python authsvc.py copy-db authsvc.db
 
@@ -209,6 +210,19 @@ def cmd_delete_user(args: argparse.Namespace) -> str:
     return f"user {user.id} deleted"
 
 
+def cmd_two_factor_off(args: argparse.Namespace) -> str:
+    """Turn a user's two-factor off without a code: the way back for someone who lost
+    the device and the recovery codes, once the operator has checked who is asking
+    (SPEC: the only way around the code). Audited; the user gets a notice mail."""
+    auth = auth_from_env()
+    user = user_named(auth, args.email)
+    if not auth.two_factor_off(user):
+        audit("two_factor_off", "was_off", "cli", user=user)
+        return f"two-factor was not on for user {user.id}: nothing changed"
+    audit("two_factor_off", "ok", "cli", user=user)
+    return f"two-factor turned off for user {user.id}; the password alone logs in"
+
+
 def cmd_users(args: argparse.Namespace) -> str:
     """How many users; with --list each email and its live sessions, streamed."""
     auth = auth_from_env()
@@ -241,6 +255,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
         cmd_delete_user,
         "delete a user, their sessions, tokens and codes (the email can sign up again)",
     ),
+    "two-factor-off": (
+        cmd_two_factor_off,
+        "turn a user's two-factor off without a code (a lost device), audited",
+    ),
     "users": (cmd_users, "count the users; --list: each email and its live sessions"),
     "copy-db": (
         cmd_copy_db,
@@ -267,7 +285,13 @@ def parser() -> argparse.ArgumentParser:
                 default="",
                 help="without a password; AUTHSVC_DB when left out",
             )
-        if name in ("create-user", "set-password", "end-sessions", "delete-user"):
+        if name in (
+            "create-user",
+            "set-password",
+            "end-sessions",
+            "delete-user",
+            "two-factor-off",
+        ):
             command.add_argument("email", metavar="EMAIL")
         if name == "users":
             command.add_argument(

@@ -61,6 +61,16 @@ from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
 
 from config import Config, ConfigError, course_mode_warning, refuse_unsafe_production
+from factors import (
+    CodeRequired,
+    Enrolment,
+    InvalidMfaToken,
+    NoPendingSetUp,
+    TwoFactor,
+    TwoFactorAlreadyOn,
+    TwoFactorOff,
+    WrongCode,
+)
 from limits import (
     Limits,
     LoginThrottled,
@@ -308,6 +318,9 @@ class Auth:
         self._mailer = (
             Mailer(self._config) if self._config.reset_delivery == "smtp" else None
         )
+        self.two_factor = TwoFactor(
+            self._db, self._config.secret_key, self._config.totp_issuer, clock
+        )
         # How stale a session's recorded last use may get before a request records a new
         # one (SPEC: at most min(60 s, idle lifetime / 10) behind the real use). Writing
         # at every request would make every GET /profile a write transaction.
@@ -394,7 +407,12 @@ class Auth:
         return self._verify(email, password) is not None
 
     def log_in(
-        self, email: str, password: str, user_agent: str = "", ip: str = ""
+        self,
+        email: str,
+        password: str,
+        user_agent: str = "",
+        ip: str = "",
+        code: str | None = None,
     ) -> tuple[User, str]:
         """Check a login attempt and start a session: (the user, the new session id).
 
@@ -404,10 +422,17 @@ class Auth:
         wrong email or password, and also when a password reset replaced the password
         while this one was being checked.
 
-        A success is one write transaction: the new session (only if the stored hash is
-        still the one checked), a re-hash if the configured cost has risen since the
-        password was stored (conditional on that same hash), forgetting the email's
-        counts, and taking this attempt back from the client's failures (it was none).
+        With two-factor on, the right password is not enough: without `code` it raises
+        CodeRequired carrying an `mfa_token` (`log_in_with_mfa_token` finishes the
+        login); with a wrong one, WrongCode. Either way the attempt stays counted, as a
+        failed login counts; only a whole login forgets the failures. A wrong password
+        is answered before two-factor is looked at, so it looks the same for every
+        account.
+
+        A success is one write transaction: the code taken, the new session (only if
+        the stored hash is still the one checked), a re-hash if the configured cost has
+        risen since the password was stored (conditional on that same hash), forgetting
+        the email's counts, and taking this attempt back from the client's failures.
         """
         with self._db.transaction():
             self._limits.count_login(email, ip)
@@ -419,17 +444,76 @@ class Auth:
             with self._db.transaction():
                 self._limits.forget_login_failures(email, ip)
             raise EmailNotVerified("email not verified")
+        if code is None and self.two_factor.is_on(user.id):
+            raise CodeRequired(self.two_factor.new_mfa_token(user.id))
         rehashed = None
         if _bcrypt_cost(user.hashed_password) < self._config.bcrypt_rounds:
             rehashed = self._hash(password)
+        return user, self._finish_login(user, user_agent, ip, code, rehashed=rehashed)
+
+    def log_in_with_mfa_token(
+        self, mfa_token: str, code: str, user_agent: str = "", ip: str = ""
+    ) -> tuple[User, str]:
+        """The login's second step: the `mfa_token` a right password got, and a code.
+
+        Counted as a login attempt of the token's user (LoginThrottled past the limits,
+        so codes cannot be guessed faster than passwords). InvalidMfaToken for an
+        unknown, used, expired or ended token; WrongCode for a wrong code, which also
+        counts a try against the token (the MFA_TOKEN_MAX_TRIES-th ends it).
+        """
+        user_id = self.two_factor.mfa_token_holder(mfa_token)
+        if user_id is None:
+            raise InvalidMfaToken("mfa_token is not valid; log in again")
+        try:
+            user = self._db.find_user_by(id=user_id)
+        except UserNotFound:
+            raise InvalidMfaToken("mfa_token is not valid; log in again") from None
         with self._db.transaction():
+            self._limits.count_login(user.email, ip)
+        try:
+            session_id = self._finish_login(
+                user, user_agent, ip, code, mfa_token=mfa_token
+            )
+        except WrongCode:
+            self.two_factor.count_wrong_code(mfa_token)
+            raise
+        return user, session_id
+
+    def _finish_login(
+        self,
+        user: User,
+        user_agent: str,
+        ip: str,
+        code: str | None,
+        *,
+        rehashed: str | None = None,
+        mfa_token: str | None = None,
+    ) -> str:
+        """The login's write transaction, once the password is right: spend the
+        `mfa_token` if one came, take the code if two-factor is on (with the user's row
+        locked: of two logins racing with one code, one takes it), start the session,
+        forget the failures. Any refusal rolls all of it back (the token stays for the
+        next try). Raises InvalidMfaToken, CodeRequired, WrongCode, InvalidCredentials.
+        """
+        with self._db.transaction():
+            self._db.lock_user(user.id)
+            if mfa_token is not None and (
+                self.two_factor.spend_mfa_token(mfa_token) != user.id
+            ):
+                raise InvalidMfaToken("mfa_token is not valid; log in again")
+            used = None
+            if self.two_factor.is_on(user.id):
+                if code is None:  # turned on while this login checked the password
+                    raise CodeRequired(None)
+                used = self.two_factor.use_code(user.id, code)
             session_id = self._start_session(user, user_agent, ip)
             if session_id is None:
                 raise InvalidCredentials("the password changed during the login")
             if rehashed is not None:
                 self._db.update_user(user.id, hashed_password=rehashed)
-            self._limits.forget_login_failures(email, ip)
-        return user, session_id
+            self._limits.forget_login_failures(user.email, ip)
+        self._after_code(user, used, ip)
+        return session_id
 
     # -- sessions: one row per login, several per user
 
@@ -559,9 +643,11 @@ class Auth:
     def end_all_sessions(self, user_id: int, keep: Session | None = None) -> int:
         """End every session of the user (but `keep`, if given); how many were live."""
         now = self._clock()
-        return self._db.delete_user_sessions(
-            user_id, now, self._live_after(now), keep=keep.id if keep else None
-        )
+        with self._db.transaction():
+            self._db.delete_mfa_tokens_of(user_id)  # and logins waiting for a code
+            return self._db.delete_user_sessions(
+                user_id, now, self._live_after(now), keep=keep.id if keep else None
+            )
 
     def find_user(self, email: str) -> User:
         """The user registered with `email` (any letter case); UnknownEmail if none."""
@@ -769,12 +855,15 @@ class Auth:
 
     # -- account self-service (SPEC v3 "Account self-service")
 
-    def reauthenticate(self, user: User, password: str, address: str) -> None:
-        """Check the current `password` of `user` before a change that needs it (OWASP
-        ASVS 5.0 V7.5.1), counted as a login attempt from `address`: LoginThrottled past
-        the login limits, WrongPassword when it is wrong (a failed login for the
-        lock-out, so a stolen cookie cannot be used to guess). InvalidPassword past 72
-        bytes."""
+    def reauthenticate(
+        self, user: User, password: str, address: str, code: str | None = None
+    ) -> None:
+        """Check the current `password` of `user`, and a current two-factor `code` when
+        two-factor is on, before a change that needs them (OWASP ASVS 5.0 V7.5.1),
+        counted as a login attempt from `address`: LoginThrottled past the login limits,
+        WrongPassword when the password is wrong, CodeRequired / WrongCode when the code
+        is missing or wrong (each a failed login for the lock-out, so a stolen cookie
+        cannot be used to guess). InvalidPassword past 72 bytes."""
         with self._db.transaction():
             self._limits.count_login(user.email, address)
         encoded = _password_bytes(password)
@@ -782,8 +871,34 @@ class Auth:
             encoded, user.hashed_password.encode("ascii")
         ):
             raise WrongPassword("wrong password")
+        used = None
         with self._db.transaction():
+            if self.two_factor.is_on(user.id):
+                if code is None:
+                    raise CodeRequired(None)
+                self._db.lock_user(user.id)
+                used = self.two_factor.use_code(user.id, code)
             self._limits.forget_login_failures(user.email, address)
+        self._after_code(user, used, address)
+
+    def _after_code(self, user: User, used: str | None, address: str) -> None:
+        """Once a code is taken and committed: a recovery code gets an audit line and
+        a notice mail saying how many are left (SPEC: a notice on each use)."""
+        if used != "recovery":
+            return
+        audit(
+            "recovery_code",
+            "used",
+            address or "-",
+            user=user,
+            key=self._config.secret_key,
+        )
+        self.metrics.event("recovery_code", "used")
+        left = self.two_factor.status(user.id)[1]
+        self._notify(
+            f"recovery-code notice for user {user.id}",
+            lambda mailer: mailer.send_recovery_code_used(user.email, left),
+        )
 
     def change_password(
         self,
@@ -792,6 +907,7 @@ class Auth:
         new_password: str,
         user_agent: str = "",
         ip: str = "",
+        code: str | None = None,
     ) -> str:
         """Change the password of `user`, who gives the current one; the caller's new
         session id.
@@ -802,7 +918,7 @@ class Auth:
         InvalidPassword, WeakPassword; InvalidCredentials when the password changed
         meanwhile (a reset raced this change).
         """
-        self.reauthenticate(user, password, ip)
+        self.reauthenticate(user, password, ip, code)
         if new_password == password:
             raise SamePassword("new password must differ from the current one")
         _new_password_bytes(new_password)
@@ -956,13 +1072,18 @@ class Auth:
         return confirmed, current.email
 
     def request_email_change(
-        self, user: User, password: str, new_email: str, ip: str = ""
+        self,
+        user: User,
+        password: str,
+        new_email: str,
+        ip: str = "",
+        code: str | None = None,
     ) -> str:
         """Start changing the user's email to `new_email`: the code sent to it (mailed
         in smtp delivery). Nothing changes until that code comes back
         (`confirm_code`). Raises what `reauthenticate` raises; DuplicateEmail when the
         address is taken; Throttled past the code limits."""
-        self.reauthenticate(user, password, ip)
+        self.reauthenticate(user, password, ip, code)
         try:
             self._db.find_user_by(email=new_email)
         except UserNotFound:
@@ -973,12 +1094,74 @@ class Auth:
         self._mail_code(new_email, code)
         return code
 
-    def delete_account(self, user: User, password: str, ip: str = "") -> None:
-        """Delete the account of `user`, who gives the current password: every session,
-        token, code of theirs goes with it, in one statement (ON DELETE CASCADE); the
-        email can register again. smtp delivery mails a notice."""
-        self.reauthenticate(user, password, ip)
+    def delete_account(
+        self, user: User, password: str, ip: str = "", code: str | None = None
+    ) -> None:
+        """Delete the account of `user`, who gives the current password (and code):
+        every session, token, code, factor of theirs goes with it, in one statement (ON
+        DELETE CASCADE); the email can register again. smtp delivery mails a notice."""
+        self.reauthenticate(user, password, ip, code)
         self.delete_user(user)
+
+    # -- two-factor (SPEC v3 "Two-factor"): the rules are factors.TwoFactor's
+
+    def begin_two_factor(
+        self, user: User, password: str, ip: str = "", code: str | None = None
+    ) -> Enrolment:
+        """Start setting up two-factor: a pending secret, shown once, that
+        `enable_two_factor` confirms. TwoFactorAlreadyOn (before anything is counted:
+        the caller holds a session and learns nothing new); what `reauthenticate`
+        raises."""
+        if self.two_factor.is_on(user.id):
+            raise TwoFactorAlreadyOn("two-factor is already on; turn it off first")
+        self.reauthenticate(user, password, ip, code)
+        return self.two_factor.begin(user.id, user.email)
+
+    def enable_two_factor(
+        self, user: User, code: str, keep: Session | None = None
+    ) -> list[str]:
+        """Turn two-factor on with a code of the pending secret: the 10 recovery codes,
+        shown this once. Every other session ends (ASVS 7.4.3), and any login waiting
+        for a code. NoPendingSetUp, TwoFactorAlreadyOn, WrongCode (not a failed login:
+        the caller holds a session, and a set-up is not a way in)."""
+        codes = self.two_factor.confirm(user.id, code)
+        self.end_all_sessions(user.id, keep=keep)
+        self._notify(
+            f"two-factor notice for user {user.id}",
+            lambda mailer: mailer.send_two_factor_changed(user.email, now_on=True),
+        )
+        return codes
+
+    def disable_two_factor(
+        self, user: User, password: str, code: str | None, ip: str = ""
+    ) -> None:
+        """Turn two-factor off, given the password and a code: secret and recovery codes
+        go; smtp delivery mails a notice. TwoFactorOff; what `reauthenticate` raises."""
+        if not self.two_factor.is_on(user.id):
+            raise TwoFactorOff("two-factor is not on")
+        self.reauthenticate(user, password, ip, code)
+        self.two_factor_off(user)
+
+    def two_factor_off(self, user: User) -> bool:
+        """Turn the user's two-factor off without a code (the operator's
+        `two-factor-off`, for a lost device); False if it was off. A notice mail."""
+        was_on = self.two_factor.turn_off(user.id)
+        if was_on:
+            self._notify(
+                f"two-factor notice for user {user.id}",
+                lambda mailer: mailer.send_two_factor_changed(user.email, now_on=False),
+            )
+        return was_on
+
+    def renew_recovery_codes(
+        self, user: User, password: str, code: str | None, ip: str = ""
+    ) -> list[str]:
+        """New recovery codes, given the password and a code; the earlier ones stop
+        working. TwoFactorOff; what `reauthenticate` raises."""
+        if not self.two_factor.is_on(user.id):
+            raise TwoFactorOff("two-factor is not on")
+        self.reauthenticate(user, password, ip, code)
+        return self.two_factor.renew_recovery_codes(user.id)
 
     def delete_user(self, user: User) -> None:
         """Delete `user` and everything of theirs (the operator's delete-user too)."""
@@ -1179,12 +1362,16 @@ def _text_field(name: str, value: Any) -> str:
     return value
 
 
-def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]:
+def read_fields(
+    request: ApiRequest, body: bytes, *names: str, optional: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Read the named fields from a urlencoded, multipart or JSON body.
 
     Each must be present, a non-blank string, and sent once (or twice with the same
-    value). Other fields are ignored. Raises a 4xx HTTPException naming the field.
+    value); one of `optional` may be left out (or blank), and is then not in the answer.
+    Other fields are ignored. Raises a 4xx HTTPException naming the field.
     """
+    names = names + optional
     received: dict[str, Any] = {}
     for name, value in _body_pairs(request, body):
         if name not in names:
@@ -1194,6 +1381,13 @@ def read_fields(request: ApiRequest, body: bytes, *names: str) -> dict[str, str]
         received[name] = value
     fields = {}
     for name in names:
+        value = received.get(name)
+        if name in optional and (
+            value is None
+            or value == ""
+            or (isinstance(value, str) and not value.strip())
+        ):
+            continue
         if name not in received:
             raise BadRequest(f"{name} is required")
         fields[name] = _text_field(name, received[name])
@@ -1251,6 +1445,18 @@ def valid_code(code: str) -> str:
     return code
 
 
+def optional_code(fields: Mapping[str, str]) -> str | None:
+    """The two-factor `code` of a re-authenticated route, if one came (`valid_code`)."""
+    return valid_code(fields["code"]) if "code" in fields else None
+
+
+def valid_mfa_token(token: str) -> str:
+    """The login's `mfa_token`, or a 400 when it is far longer than any we issue."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise BadRequest(f"mfa_token must be at most {MAX_TOKEN_CHARS} characters")
+    return token
+
+
 def valid_token(token: str) -> str:
     """The reset token, or a 400 when it is far longer than any token we issue."""
     if len(token) > MAX_TOKEN_CHARS:
@@ -1294,6 +1500,9 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnknownSession: (404, "no such session"),
     UnknownEmail: (403, "email not registered"),
     InvalidToken: (403, "reset token is not valid"),
+    TwoFactorAlreadyOn: (400, "two-factor is already on; turn it off first"),
+    TwoFactorOff: (400, "two-factor is not on"),
+    NoPendingSetUp: (400, "no two-factor set-up is waiting; start one first"),
     DeliveryFailed: (503, "could not send the email; try again later"),
     DatabaseBusy: (503, "the service is busy; try again in a moment"),
     DatabaseUnavailable: (503, "the database is not answering; try again later"),
@@ -1440,6 +1649,12 @@ URL_MAP = Map(
         Rule("/account/verification", methods=["PUT"], endpoint="verify_email"),
         Rule("/account/email", methods=["PUT"], endpoint="change_email"),
         Rule("/account/password_policy", methods=["GET"], endpoint="password_policy"),
+        Rule("/account/two_factor", methods=["POST"], endpoint="begin_two_factor"),
+        Rule("/account/two_factor", methods=["PUT"], endpoint="enable_two_factor"),
+        Rule("/account/two_factor", methods=["DELETE"], endpoint="disable_two_factor"),
+        Rule(
+            "/account/recovery_codes", methods=["POST"], endpoint="renew_recovery_codes"
+        ),
     ]
 )
 
@@ -1500,6 +1715,10 @@ COOKIE_ENDPOINTS = frozenset(
         "request_verification",
         "verify_email",
         "change_email",
+        "begin_two_factor",
+        "enable_two_factor",
+        "disable_two_factor",
+        "renew_recovery_codes",
     }
 )
 NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
@@ -1570,10 +1789,15 @@ class AuthApp:
         )
         self.metrics.event(event, outcome)  # counts it: logins by outcome, ...
 
-    def body_fields(self, request: ApiRequest, *names: str) -> dict[str, str]:
+    def body_fields(
+        self, request: ApiRequest, *names: str, optional: tuple[str, ...] = ()
+    ) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""
         return read_fields(
-            request, read_body(request, self.config.body_timeout), *names
+            request,
+            read_body(request, self.config.body_timeout),
+            *names,
+            optional=optional,
         )
 
     # -- handlers, one per rule of URL_MAP
@@ -1647,13 +1871,22 @@ class AuthApp:
         return json_response({"email": email, "message": "user created"})
 
     def on_login(self, request: ApiRequest) -> Response:
-        """POST /sessions: check the password and hand out a new session cookie."""
-        fields = self.body_fields(request, "email", "password")
+        """POST /sessions: check the password and hand out a new session cookie; with
+        two-factor on, the code too, in this request or after it with the `mfa_token`."""
+        fields = self.body_fields(
+            request, optional=("email", "password", "code", "mfa_token")
+        )
+        if "mfa_token" in fields:
+            return self._log_in_with_mfa_token(request, fields)
+        for name in ("email", "password"):
+            if name not in fields:
+                raise BadRequest(f"{name} is required")
         email = lookup_email(fields["email"])
         password = valid_password("password", fields["password"])
+        code = valid_code(fields["code"]) if "code" in fields else None
         user_agent, ip = device_of(request)
         try:
-            user, session_id = self.auth.log_in(email, password, user_agent, ip)
+            user, session_id = self.auth.log_in(email, password, user_agent, ip, code)
         except LoginThrottled:
             self.audit(request, "login", "throttled", email=email)
             raise  # 429 with Retry-After (dispatch_request)
@@ -1667,6 +1900,57 @@ class AuthApp:
             raise Unauthorized(
                 "wrong email or password", www_authenticate=self.login_challenge
             ) from None
+        except (CodeRequired, WrongCode) as refused:
+            return self._code_refused(request, refused, email=email)
+        return self._logged_in(request, user, session_id)
+
+    def _log_in_with_mfa_token(
+        self, request: ApiRequest, fields: dict[str, str]
+    ) -> Response:
+        """POST /sessions with `mfa_token` and `code`: the login's second step."""
+        if "code" not in fields:
+            raise BadRequest("code is required")
+        token = valid_mfa_token(fields["mfa_token"])
+        code = valid_code(fields["code"])
+        user_agent, ip = device_of(request)
+        try:
+            user, session_id = self.auth.log_in_with_mfa_token(
+                token, code, user_agent, ip
+            )
+        except InvalidMfaToken:
+            self.audit(request, "login", "invalid_mfa_token")
+            return self._unauthorized(
+                {"message": "mfa_token is not valid; log in again"}
+            )
+        except LoginThrottled:
+            self.audit(request, "login", "throttled")
+            raise
+        except (CodeRequired, WrongCode) as refused:
+            return self._code_refused(request, refused)
+        return self._logged_in(request, user, session_id)
+
+    def _code_refused(
+        self, request: ApiRequest, refused: Exception, email: str | None = None
+    ) -> Response:
+        """The 401 of a login whose password was right but whose code is missing (with
+        the `mfa_token` to send it with) or wrong."""
+        if isinstance(refused, CodeRequired):
+            self.audit(request, "login", "code_required", email=email)
+            body: dict[str, Any] = {"message": "two-factor code required"}
+            if refused.mfa_token is not None:
+                body["mfa_token"] = refused.mfa_token
+            return self._unauthorized(body)
+        self.audit(request, "login", "wrong_code", email=email)
+        return self._unauthorized({"message": "wrong two-factor code"})
+
+    def _unauthorized(self, body: dict[str, Any]) -> Response:
+        """A 401 JSON answer with the login challenge (RFC 9110: every 401 has one)."""
+        response = json_response(body, 401)
+        response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
+        return response
+
+    def _logged_in(self, request: ApiRequest, user: User, session_id: str) -> Response:
+        """The 200 of a login, with the session cookie."""
         self.audit(request, "login", "ok", user=user)
         # The stored email, not the typed one: the answer names the account it opened.
         response = json_response({"email": user.email, "message": "logged in"})
@@ -1774,14 +2058,24 @@ class AuthApp:
         self, request: ApiRequest, user: User, event: str
     ) -> Iterator[None]:
         """Around an `Auth` call that re-authenticates `user` (`Auth.reauthenticate`):
-        a wrong current password is a 401 with the login challenge, past the login
-        limits a 429; each audited as `event`."""
+        a wrong current password, or a missing or wrong two-factor code, is a 401 with
+        the login challenge, past the login limits a 429; each audited as `event`."""
         try:
             yield
         except WrongPassword:
             self.audit(request, event, "wrong_password", user=user)
             raise Unauthorized(
                 "wrong password", www_authenticate=self.login_challenge
+            ) from None
+        except CodeRequired:
+            self.audit(request, event, "code_required", user=user)
+            raise Unauthorized(
+                "two-factor code required", www_authenticate=self.login_challenge
+            ) from None
+        except WrongCode:
+            self.audit(request, event, "wrong_code", user=user)
+            raise Unauthorized(
+                "wrong two-factor code", www_authenticate=self.login_challenge
             ) from None
         except LoginThrottled:
             self.audit(request, event, "throttled", user=user)
@@ -1790,13 +2084,14 @@ class AuthApp:
     def on_account(self, request: ApiRequest) -> Response:
         """GET /account: the profile that grows (GET /profile stays the course's)."""
         user, _ = self.current_session(request)
+        two_factor, codes_left = self.auth.two_factor.status(user.id)
         return json_response(
             {
                 "email": user.email,
                 "email_verified": user.email_verified,
                 "created_at": iso_utc(user.created_at or 0),
-                "two_factor": False,  # not built yet: no account has a second factor
-                "recovery_codes_left": 0,
+                "two_factor": two_factor,
+                "recovery_codes_left": codes_left,
                 "passkeys": 0,
                 "pending_email": user.pending_email,
             }
@@ -1805,14 +2100,17 @@ class AuthApp:
     def on_change_password(self, request: ApiRequest) -> Response:
         """PUT /account/password: the current password and a new one; a new cookie."""
         user, _ = self.current_session(request)
-        fields = self.body_fields(request, "password", "new_password")
+        fields = self.body_fields(
+            request, "password", "new_password", optional=("code",)
+        )
         password = valid_password("password", fields["password"])
         new = new_password("new_password", fields["new_password"])
+        code = optional_code(fields)
         user_agent, ip = device_of(request)
         try:
             with self.reauthentication(request, user, "password_change"):
                 session_id = self.auth.change_password(
-                    user, password, new, user_agent, ip
+                    user, password, new, user_agent, ip, code
                 )
         except (SamePassword, WeakPassword):
             self.audit(request, "password_change", "refused", user=user)
@@ -1908,13 +2206,14 @@ class AuthApp:
         """PUT /account/email: the current password and a new address, which gets a
         code; the email changes only when that code comes back."""
         user, _ = self.current_session(request)
-        fields = self.body_fields(request, "password", "new_email")
+        fields = self.body_fields(request, "password", "new_email", optional=("code",))
         password = valid_password("password", fields["password"])
         address = new_email(fields["new_email"], "new_email")
+        factor_code = optional_code(fields)
         try:
             with self.reauthentication(request, user, "email_change_request"):
                 code = self.auth.request_email_change(
-                    user, password, address, client_address(request)
+                    user, password, address, client_address(request), factor_code
                 )
         except DuplicateEmail:
             self.audit(request, "email_change_request", "duplicate", user=user)
@@ -1928,15 +2227,77 @@ class AuthApp:
     def on_delete_account(self, request: ApiRequest) -> Response:
         """DELETE /account: the current password; the account and all it held go."""
         user, _ = self.current_session(request)
-        password = valid_password(
-            "password", self.body_fields(request, "password")["password"]
-        )
+        fields = self.body_fields(request, "password", optional=("code",))
+        password = valid_password("password", fields["password"])
+        code = optional_code(fields)
         with self.reauthentication(request, user, "account_delete"):
-            self.auth.delete_account(user, password, client_address(request))
+            self.auth.delete_account(user, password, client_address(request), code)
         self.audit(request, "account_delete", "ok", user=user)
         response = json_response({"message": "account deleted"})
         self.clear_session_cookie(response)
         return response
+
+    # -- two-factor (SPEC v3 "Two-factor")
+
+    def reauthenticated_fields(self, request: ApiRequest) -> tuple[str, str | None]:
+        """The (R) routes' `password`, and `code` when one came."""
+        fields = self.body_fields(request, "password", optional=("code",))
+        return valid_password("password", fields["password"]), optional_code(fields)
+
+    def on_begin_two_factor(self, request: ApiRequest) -> Response:
+        """POST /account/two_factor: the password; a pending secret, its otpauth URI
+        and a QR code of it, for an authenticator app."""
+        user, _ = self.current_session(request)
+        password, code = self.reauthenticated_fields(request)
+        with self.reauthentication(request, user, "two_factor_enrol"):
+            enrolment = self.auth.begin_two_factor(
+                user, password, client_address(request), code
+            )
+        self.audit(request, "two_factor_enrol", "ok", user=user)
+        return json_response(
+            {
+                "secret": enrolment.secret,
+                "otpauth_uri": enrolment.otpauth_uri,
+                "qr_svg": enrolment.qr_svg,
+            }
+        )
+
+    def on_enable_two_factor(self, request: ApiRequest) -> Response:
+        """PUT /account/two_factor: a code from the pending secret turns two-factor on;
+        the recovery codes, this once."""
+        user, session = self.current_session(request)
+        code = valid_code(self.body_fields(request, "code")["code"])
+        try:
+            codes = self.auth.enable_two_factor(user, code, keep=session)
+        except WrongCode:
+            self.audit(request, "two_factor_on", "wrong_code", user=user)
+            raise Forbidden("wrong two-factor code") from None
+        except NoPendingSetUp:
+            self.audit(request, "two_factor_on", "no_set_up", user=user)
+            raise
+        self.audit(request, "two_factor_on", "ok", user=user)
+        return json_response({"message": "two-factor on", "recovery_codes": codes})
+
+    def on_disable_two_factor(self, request: ApiRequest) -> Response:
+        """DELETE /account/two_factor: the password and a code turn two-factor off."""
+        user, _ = self.current_session(request)
+        password, code = self.reauthenticated_fields(request)
+        with self.reauthentication(request, user, "two_factor_off"):
+            self.auth.disable_two_factor(user, password, code, client_address(request))
+        self.audit(request, "two_factor_off", "ok", user=user)
+        return json_response({"message": "two-factor off"})
+
+    def on_renew_recovery_codes(self, request: ApiRequest) -> Response:
+        """POST /account/recovery_codes: the password and a code; 10 new recovery codes,
+        and the earlier ones stop working."""
+        user, _ = self.current_session(request)
+        password, code = self.reauthenticated_fields(request)
+        with self.reauthentication(request, user, "recovery_codes"):
+            codes = self.auth.renew_recovery_codes(
+                user, password, code, client_address(request)
+            )
+        self.audit(request, "recovery_codes", "ok", user=user)
+        return json_response({"recovery_codes": codes})
 
     def on_password_policy(self, request: ApiRequest) -> Response:
         """GET /account/password_policy: the rules a new password must pass, so a page

@@ -59,7 +59,8 @@ MAX_CACHED_LABEL_SETS = 1000
 EVENTS = {
     "login": Counter(
         "authsvc_logins",
-        "Login attempts by outcome (ok, failed, throttled).",
+        "Login attempts by outcome (ok, failed, throttled, unverified, code_required,"
+        " wrong_code, invalid_mfa_token).",
         ["outcome"],
         registry=_REGISTRY,
     ),
@@ -114,6 +115,36 @@ EVENTS = {
     "account_delete": Counter(
         "authsvc_account_deletions",
         "Account deletions by outcome (ok, wrong_password, throttled).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "two_factor_enrol": Counter(
+        "authsvc_two_factor_enrolments",
+        "Two-factor set-ups begun by outcome (ok, wrong_password, code_required, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "two_factor_on": Counter(
+        "authsvc_two_factor_enablements",
+        "Two-factor set-ups confirmed by outcome (ok, wrong_code, no_set_up).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "two_factor_off": Counter(
+        "authsvc_two_factor_disablements",
+        "Two-factor turned off by outcome (ok, wrong_password, wrong_code, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "recovery_codes": Counter(
+        "authsvc_recovery_code_renewals",
+        "New sets of recovery codes by outcome (ok, wrong_password, wrong_code, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "recovery_code": Counter(
+        "authsvc_recovery_codes_used",
+        "Recovery codes used in place of a two-factor code (outcome: used).",
         ["outcome"],
         registry=_REGISTRY,
     ),
