@@ -152,7 +152,7 @@ _database_numbers = itertools.count(1)
 # Every table a test can write, emptied before each PostgreSQL test.
 ALL_TABLES = (
     "users, sessions, login_attempts, reset_attempts, client_attempts, reset_tokens,"
-    " verification_codes"
+    " verification_codes, two_factor, recovery_codes, mfa_tokens"
 )
 
 

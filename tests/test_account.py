@@ -46,6 +46,10 @@ ACCOUNT_ROUTES = [
     ("PUT", "/account/email"),
     ("POST", "/account/verification"),
     ("PUT", "/account/verification"),
+    ("POST", "/account/two_factor"),
+    ("PUT", "/account/two_factor"),
+    ("DELETE", "/account/two_factor"),
+    ("POST", "/account/recovery_codes"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from servers import GunicornServer
 
 import store
 from authsvc import Auth, Config
+from factors import code_at, time_step
 from store import Store
 
 TIMEOUT = 15
@@ -49,6 +51,11 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
         auth.register_user(f"user{index}@example.com", f"pw{index}")
     session_id = auth.create_session("user3@example.com", "Laptop/1.0", "192.0.2.1")
     token = auth.get_reset_password_token("user4@example.com")
+    two_factor_user = auth.find_user("user2@example.com")
+    enrolment = auth.begin_two_factor(two_factor_user, "pw2")
+    auth.enable_two_factor(
+        two_factor_user, code_at(enrolment.secret, time_step(time.time()))
+    )
     auth.close()
     postgres.sql("CREATE DATABASE copied")
     url = postgres.url("copied")
@@ -56,13 +63,19 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     # The URL from AUTHSVC_DB, as the server takes it: never on the command line.
     result = run_command("copy-db", sqlite_path, db=url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "users: 5, sessions: 1, reset_tokens: 1 copied"
+    assert result.stdout.strip() == (
+        "users: 5, sessions: 1, reset_tokens: 1, two_factor: 1, recovery_codes: 10 copied"
+    )
 
     server = start_gunicorn_on(url)
     profile = requests.get(
         f"{server.url}/profile", cookies={"session_id": session_id}, timeout=TIMEOUT
     )
     assert profile.json() == {"email": "user3@example.com"}
+    # Two-factor went with the account: the password alone does not log in.
+    data = {"email": "user2@example.com", "password": "pw2"}
+    login = requests.post(f"{server.url}/sessions", data=data, timeout=TIMEOUT)
+    assert login.status_code == 401 and "mfa_token" in login.json()
     data = {"email": "user4@example.com", "reset_token": token, "new_password": "n3w"}
     assert requests.put(f"{server.url}/reset_password", data=data, timeout=TIMEOUT).ok
     new = {"email": "user5@example.com", "password": "pw"}
@@ -248,6 +261,9 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     past.register_user("old@example.com", "pw")
     past.create_session("old@example.com")
     past.get_reset_password_token("old@example.com")
+    old = past.find_user("old@example.com")
+    past.two_factor.new_mfa_token(old.id)  # a login that waited for its code
+    past.two_factor.begin(old.id, old.email)  # a two-factor set-up never confirmed
     past._db.count_login_attempt("x@example.com", time.time() - 2 * 86400, 900)
     past._db.count_reset_request("x@example.com", time.time() - 2 * 86400, 3600)
     past._db.count_client_attempt(
@@ -257,15 +273,20 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     now = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     now.register_user("new@example.com", "pw")  # not old@: a login purges its user's
     live = now.create_session("new@example.com")  # ended sessions by itself
+    new = now.find_user("new@example.com")
+    now.two_factor.new_mfa_token(new.id)  # both still waiting: kept
+    now.two_factor.begin(new.id, new.email)
     now.close()
     result = run_command("purge", db=database_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "sessions: 1, reset_tokens: 1, login_attempts: 1, reset_attempts: 1,"
-        " client_attempts: 1 deleted"
+        "sessions: 1, reset_tokens: 1, mfa_tokens: 1, two_factor_set_ups: 1,"
+        " login_attempts: 1, reset_attempts: 1, client_attempts: 1 deleted"
     )
     again = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     assert again.get_user_from_session_id(live) is not None
+    assert query(database_url, "SELECT user_id FROM mfa_tokens") == [(new.id,)]
+    assert query(database_url, "SELECT user_id FROM two_factor") == [(new.id,)]
     again.close()
 
 

@@ -111,6 +111,10 @@ def test_routes_that_read_the_cookie_name_the_cookie_scheme() -> None:
         ("/account", "delete"),
         ("/account/password", "put"),
         ("/account/email", "put"),
+        ("/account/two_factor", "post"),
+        ("/account/two_factor", "put"),
+        ("/account/two_factor", "delete"),
+        ("/account/recovery_codes", "post"),
     }
     # The verification routes take the cookie, or the email instead.
     cookie_or_email = {

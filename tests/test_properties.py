@@ -38,6 +38,7 @@ FIELDS = [
     "new_password",
     "code",
     "new_email",
+    "mfa_token",
     "pad",
 ]
 PATHS = [
@@ -53,6 +54,8 @@ PATHS = [
     "/account/password",
     "/account/email",
     "/account/verification",
+    "/account/two_factor",
+    "/account/recovery_codes",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
 # The routes that read a body: where most of the bytes below matter.
@@ -61,6 +64,10 @@ BODY_ROUTES = [
     ("POST", "/sessions"),
     ("POST", "/reset_password"),
     ("PUT", "/reset_password"),
+    ("POST", "/account/two_factor"),
+    ("PUT", "/account/two_factor"),
+    ("DELETE", "/account/two_factor"),
+    ("POST", "/account/recovery_codes"),
 ]
 # Every (method, path) of the service's URL map, a variable part filled in.
 ROUTES = [

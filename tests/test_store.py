@@ -320,7 +320,7 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 @pytest.mark.sqlite_only
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 9
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 10
     tables = {
         row[0]
         for row in db._connection().execute(
