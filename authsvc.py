@@ -1126,10 +1126,7 @@ class Auth:
         the caller holds a session, and a set-up is not a way in)."""
         codes = self.two_factor.confirm(user.id, code)
         self.end_all_sessions(user.id, keep=keep)
-        self._notify(
-            f"two-factor notice for user {user.id}",
-            lambda mailer: mailer.send_two_factor_changed(user.email, now_on=True),
-        )
+        self._notify_two_factor(user, now_on=True)
         return codes
 
     def disable_two_factor(
@@ -1147,11 +1144,15 @@ class Auth:
         `two-factor-off`, for a lost device); False if it was off. A notice mail."""
         was_on = self.two_factor.turn_off(user.id)
         if was_on:
-            self._notify(
-                f"two-factor notice for user {user.id}",
-                lambda mailer: mailer.send_two_factor_changed(user.email, now_on=False),
-            )
+            self._notify_two_factor(user, now_on=False)
         return was_on
+
+    def _notify_two_factor(self, user: User, now_on: bool) -> None:
+        """Mail the user that two-factor was just turned on, or off."""
+        self._notify(
+            f"two-factor notice for user {user.id}",
+            lambda mailer: mailer.send_two_factor_changed(user.email, now_on=now_on),
+        )
 
     def renew_recovery_codes(
         self, user: User, password: str, code: str | None, ip: str = ""

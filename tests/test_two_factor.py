@@ -71,6 +71,11 @@ def log_in(client: Client, **fields: str) -> TestResponse:
     )
 
 
+def fresh_login(config: Config, clock: FakeClock, **fields: str) -> TestResponse:
+    """A login from a client of its own (another device: no cookie yet)."""
+    return log_in(client_for(config, clock), **fields)
+
+
 def turn_on(client: Client, clock: FakeClock) -> tuple[str, list[str]]:
     """Set up and confirm two-factor for the client's user: (the secret, the recovery
     codes). The clock then moves a step on, so the next code is a new one."""
@@ -294,7 +299,7 @@ def test_one_step_of_drift_either_way_is_accepted(
 ) -> None:
     _, secret, _ = secured
     clock.advance(90)  # well past the step the set-up used
-    answer = log_in(client_for(config, clock), code=code_now(secret, clock, offset))
+    answer = fresh_login(config, clock, code=code_now(secret, clock, offset))
     assert answer.status_code == 200
 
 
@@ -307,7 +312,7 @@ def test_two_steps_of_drift_are_refused(
 ) -> None:
     _, secret, _ = secured
     clock.advance(120)
-    answer = log_in(client_for(config, clock), code=code_now(secret, clock, offset))
+    answer = fresh_login(config, clock, code=code_now(secret, clock, offset))
     assert answer.status_code == 401
     assert answer.json == {"message": "wrong two-factor code"}
 
@@ -319,30 +324,24 @@ def test_a_code_works_once_and_the_next_step_works(
     is refused, even within its 30 seconds; the next step's code is accepted."""
     _, secret, _ = secured
     code = code_now(secret, clock)
-    assert log_in(client_for(config, clock), code=code).status_code == 200
+    assert fresh_login(config, clock, code=code).status_code == 200
     clock.advance(10)  # same step still
-    replay = log_in(client_for(config, clock), code=code)
+    replay = fresh_login(config, clock, code=code)
     assert (
         replay.status_code == 401 and replay.json["message"] == "wrong two-factor code"
     )
     # An earlier step, still inside the drift window, is refused too.
     earlier = code_now(secret, clock, -1)
-    assert log_in(client_for(config, clock), code=earlier).status_code == 401
+    assert fresh_login(config, clock, code=earlier).status_code == 401
     clock.advance(30)
-    assert (
-        log_in(client_for(config, clock), code=code_now(secret, clock)).status_code
-        == 200
-    )
+    assert fresh_login(config, clock, code=code_now(secret, clock)).status_code == 200
 
 
 def test_the_last_step_is_one_conditional_update(
     secured: tuple[Client, str, list[str]], config: Config, clock: FakeClock
 ) -> None:
     _, secret, _ = secured
-    assert (
-        log_in(client_for(config, clock), code=code_now(secret, clock)).status_code
-        == 200
-    )
+    assert fresh_login(config, clock, code=code_now(secret, clock)).status_code == 200
     (last_step,) = query(config.db, "SELECT last_step FROM two_factor")[0]
     assert last_step == time_step(clock())
 
@@ -424,7 +423,7 @@ def test_four_wrong_codes_then_the_right_one_log_in(
 def test_an_mfa_token_is_stored_only_as_its_digest(
     secured: tuple[Client, str, list[str]], config: Config, clock: FakeClock
 ) -> None:
-    token = log_in(client_for(config, clock)).json["mfa_token"]
+    token = fresh_login(config, clock).json["mfa_token"]
     stored = query(config.db, "SELECT digest FROM mfa_tokens")
     assert stored == [(hashlib.sha256(token.encode()).hexdigest(),)]
     assert token not in str(rows(config.db, "mfa_tokens"))
@@ -449,7 +448,7 @@ def test_a_session_of_a_login_waiting_for_its_code_ends_with_a_reset(
     """A password reset keeps two-factor on (ASVS 6.4.3), ends the logins waiting for
     a code, and the next login still asks one."""
     client, secret, _ = secured
-    waiting = log_in(client_for(config, clock)).json["mfa_token"]
+    waiting = fresh_login(config, clock).json["mfa_token"]
     token = AuthActions(client).reset_token(EMAIL)
     reset = client.put(
         "/reset_password",
@@ -479,9 +478,9 @@ def test_each_recovery_code_logs_in_once(
 ) -> None:
     client, _, codes = secured
     for used, code in enumerate(codes[:3], start=1):
-        assert log_in(client_for(config, clock), code=code).status_code == 200
+        assert fresh_login(config, clock, code=code).status_code == 200
         assert client.get("/account").json["recovery_codes_left"] == 10 - used
-        again = log_in(client_for(config, clock), code=code)
+        again = fresh_login(config, clock, code=code)
         assert again.json == {"message": "wrong two-factor code"}
     # Typed without dashes and in capitals, with the mfa_token: the same code.
     fresh = client_for(config, clock)
@@ -516,8 +515,8 @@ def test_new_recovery_codes_void_the_old_ones(
     assert renewed.status_code == 200 and set(renewed.json) == {"recovery_codes"}
     new = renewed.json["recovery_codes"]
     assert len(new) == 10 and not set(new) & set(old)
-    assert log_in(client_for(config, clock), code=old[0]).status_code == 401
-    assert log_in(client_for(config, clock), code=new[0]).status_code == 200
+    assert fresh_login(config, clock, code=old[0]).status_code == 401
+    assert fresh_login(config, clock, code=new[0]).status_code == 200
 
 
 # -- the routes that re-authenticate: wrong, missing and right code
@@ -567,10 +566,7 @@ def test_a_stolen_cookie_cannot_guess_codes_on_a_reauthenticated_route(
         assert client.open(path, method=method, data=data).status_code == 401
     right = {**data, "code": code_now(secret, clock)}
     assert client.open(path, method=method, data=right).status_code == 429
-    assert (
-        log_in(client_for(config, clock), code=code_now(secret, clock)).status_code
-        == 429
-    )
+    assert fresh_login(config, clock, code=code_now(secret, clock)).status_code == 429
 
 
 def test_turning_off_forgets_secret_and_codes_and_the_password_logs_in_alone(
@@ -583,7 +579,7 @@ def test_turning_off_forgets_secret_and_codes_and_the_password_logs_in_alone(
     assert answer.json == {"message": "two-factor off"}
     for table in ("two_factor", "recovery_codes", "mfa_tokens"):
         assert rows(config.db, table) == []
-    assert log_in(client_for(config, clock)).status_code == 200
+    assert fresh_login(config, clock).status_code == 200
     again = client.delete("/account/two_factor", data={"password": PASSWORD})
     assert assert_error(again, 400) == "two-factor is not on"
     renew = client.post("/account/recovery_codes", data={"password": PASSWORD})
@@ -594,7 +590,7 @@ def test_deleting_the_account_takes_its_factor_with_it(
     secured: tuple[Client, str, list[str]], config: Config, clock: FakeClock
 ) -> None:
     client, secret, _ = secured
-    log_in(client_for(config, clock))  # a login waiting for its code
+    fresh_login(config, clock)  # a login waiting for its code
     answer = client.delete(
         "/account", data={"password": PASSWORD, "code": code_now(secret, clock)}
     )
@@ -662,7 +658,7 @@ def test_the_operator_turns_two_factor_off_and_it_is_audited(
         "two-factor turned off for user 1; the password alone logs in"
     )
     assert "event=two_factor_off outcome=ok user=1 client=cli" in result.stderr
-    assert log_in(client_for(config, clock)).status_code == 200
+    assert fresh_login(config, clock).status_code == 200
     again = run_authsvc("two-factor-off", EMAIL, env=env)
     assert again.stdout.strip() == "two-factor was not on for user 1: nothing changed"
     unknown = run_authsvc("two-factor-off", "nobody@example.com", env=env)
@@ -799,9 +795,9 @@ def test_a_code_of_the_wrong_shape_is_just_wrong(
     secured: tuple[Client, str, list[str]], config: Config, clock: FakeClock
 ) -> None:
     for code in ("12345", "1234567", "abcdef", "١٢٣٤٥٦", "x" * 64):
-        answer = log_in(client_for(config, clock), code=code)
+        answer = fresh_login(config, clock, code=code)
         assert answer.json == {"message": "wrong two-factor code"}, code
-    too_long = log_in(client_for(config, clock), code="x" * 65)
+    too_long = fresh_login(config, clock, code="x" * 65)
     assert assert_error(too_long, 400) == "code must be at most 64 characters"
 
 
@@ -810,6 +806,7 @@ def test_a_code_of_the_wrong_shape_is_just_wrong(
 
 @pytest.fixture
 def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback (test_smtp's), stopped after the test."""
     server = start_smtp()
     yield server
     server.controller.stop()
