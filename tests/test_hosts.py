@@ -202,3 +202,42 @@ def test_the_database_going_away_is_503_and_the_hosts_recover(
     for host in hosts:
         assert "[ERROR] authsvc: unhandled" not in host.log()
         assert host.process.poll() is None
+
+
+def test_a_two_factor_code_taken_on_one_host_is_refused_on_the_other(
+    start_server: Callable[..., GunicornServer],
+) -> None:
+    """RFC 6238 section 5.2 across hosts: the last accepted step lives in the shared
+    database, so a code one host took is refused by the other, also when both race."""
+    from factors import code_at, time_step
+
+    key = {"AUTHSVC_SECRET_KEY": "hosts-" + "k" * 34}  # the hosts share their key
+    a, b = start_server(env=key), start_server(env=key)
+    assert register(a.url, "totp@example.com") == 200
+    cookies = {"session_id": log_in(a.url, "totp@example.com").cookies["session_id"]}
+    secret = requests.post(
+        f"{a.url}/account/two_factor",
+        data={"password": PASSWORD},
+        cookies=cookies,
+        timeout=TIMEOUT,
+    ).json()["secret"]
+    enabled = requests.put(
+        f"{b.url}/account/two_factor",
+        data={"code": code_at(secret, time_step(time.time()))},
+        cookies=cookies,
+        timeout=TIMEOUT,
+    )
+    assert enabled.status_code == 200  # b opens what a sealed
+
+    def with_code(url: str, code: str) -> requests.Response:
+        data = {"email": "totp@example.com", "password": PASSWORD, "code": code}
+        return requests.post(f"{url}/sessions", data=data, timeout=TIMEOUT)
+
+    code = code_at(secret, time_step(time.time()) + 1)  # a step nobody took yet
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(with_code, [a.url, b.url] * 3, [code] * 6))
+    assert sorted(answer.status_code for answer in answers) == [200] + [401] * 5
+    for url in (a.url, b.url):  # and afterwards, on either host
+        replay = with_code(url, code)
+        assert replay.status_code == 401
+        assert replay.json() == {"message": "wrong two-factor code"}
