@@ -78,6 +78,7 @@ from limits import (
     Throttled,
 )
 from mail import DeliveryFailed, Mailer, is_single_mailbox
+from pages import Pages
 from passwords import PasswordPolicy, WeakPassword
 from store import (
     DatabaseBusy,
@@ -1217,6 +1218,9 @@ class ApiRequest(Request):
     # The URL_MAP endpoint the request matched, once routed: the metrics' route label
     # (a fixed set of names, where the raw path would be anything a client sends).
     route = "unmatched"
+    # The body, once `read_body` has read it: a page (pages.py) may run two handlers on
+    # one request (a sign-up, then its login), and the stream can be read only once.
+    body: bytes | None = None
 
 
 def read_body(request: ApiRequest, timeout: float) -> bytes:
@@ -1650,6 +1654,23 @@ URL_MAP = Map(
         Rule("/account/verification", methods=["PUT"], endpoint="verify_email"),
         Rule("/account/email", methods=["PUT"], endpoint="change_email"),
         Rule("/account/password_policy", methods=["GET"], endpoint="password_policy"),
+        # The pages (pages.py): HTML forms over the routes above.
+        Rule("/ui/style.css", methods=["GET"], endpoint="ui_style"),
+        Rule("/ui/signup", methods=["GET"], endpoint="ui_signup_form"),
+        Rule("/ui/signup", methods=["POST"], endpoint="ui_signup"),
+        Rule("/ui/login", methods=["GET"], endpoint="ui_login_form"),
+        Rule("/ui/login", methods=["POST"], endpoint="ui_login"),
+        Rule("/ui/login/code", methods=["GET"], endpoint="ui_login_code_form"),
+        Rule("/ui/login/code", methods=["POST"], endpoint="ui_login_code"),
+        Rule("/ui/logout", methods=["POST"], endpoint="ui_logout"),
+        Rule("/ui/reset", methods=["GET"], endpoint="ui_reset_form"),
+        Rule("/ui/reset", methods=["POST"], endpoint="ui_reset"),
+        Rule("/ui/reset/confirm", methods=["GET"], endpoint="ui_reset_confirm_form"),
+        Rule("/ui/reset/confirm", methods=["POST"], endpoint="ui_reset_confirm"),
+        Rule("/ui/verify", methods=["GET"], endpoint="ui_verify_form"),
+        Rule("/ui/verify", methods=["POST"], endpoint="ui_verify"),
+        Rule("/ui/account", methods=["GET"], endpoint="ui_account"),
+        Rule("/ui/account/<action>", methods=["POST"], endpoint="ui_account_action"),
         Rule("/account/two_factor", methods=["POST"], endpoint="begin_two_factor"),
         Rule("/account/two_factor", methods=["PUT"], endpoint="enable_two_factor"),
         Rule("/account/two_factor", methods=["DELETE"], endpoint="disable_two_factor"),
@@ -1765,6 +1786,7 @@ class AuthApp:
         self.openapi_document = OPENAPI_PATH.read_bytes()
         self.docs_page = DOCS_PAGE_PATH.read_bytes()
         self.docs_assets = docs_assets()
+        self.pages = Pages(self, config)
 
     def audit(
         self,
@@ -1794,12 +1816,9 @@ class AuthApp:
         self, request: ApiRequest, *names: str, optional: tuple[str, ...] = ()
     ) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""
-        return read_fields(
-            request,
-            read_body(request, self.config.body_timeout),
-            *names,
-            optional=optional,
-        )
+        if request.body is None:
+            request.body = read_body(request, self.config.body_timeout)
+        return read_fields(request, request.body, *names, optional=optional)
 
     # -- handlers, one per rule of URL_MAP
 
@@ -1878,7 +1897,7 @@ class AuthApp:
             request, optional=("email", "password", "code", "mfa_token")
         )
         if "mfa_token" in fields:
-            return self._log_in_with_mfa_token(request, fields)
+            return self.on_login_with_mfa_token(request, fields)
         for name in ("email", "password"):
             if name not in fields:
                 raise BadRequest(f"{name} is required")
@@ -1905,10 +1924,11 @@ class AuthApp:
             return self._code_refused(request, refused, email=email)
         return self._logged_in(request, user, session_id)
 
-    def _log_in_with_mfa_token(
-        self, request: ApiRequest, fields: dict[str, str]
+    def on_login_with_mfa_token(
+        self, request: ApiRequest, fields: Mapping[str, str]
     ) -> Response:
-        """POST /sessions with `mfa_token` and `code`: the login's second step."""
+        """POST /sessions with `mfa_token` and `code`: the login's second step (also
+        the code page's, which keeps the token in a cookie rather than in the form)."""
         if "code" not in fields:
             raise BadRequest("code is required")
         token = valid_mfa_token(fields["mfa_token"])
@@ -2365,10 +2385,15 @@ class AuthApp:
         (a page that logs the visitor in as the attacker, "login CSRF", sends no cookie
         at all). Clients that are not browsers (curl, requests, the course's script)
         send neither header and pass. `Origin: null` (a sandboxed or file: page) is no
-        origin of ours.
+        origin of ours, unless the browser also says `Sec-Fetch-Site: same-origin`:
+        a form of our own pages sends `Origin: null`, because they ask for
+        `Referrer-Policy: no-referrer`, and a page cannot forge a `Sec-` header.
         """
-        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site == "cross-site":
             raise Forbidden("cross-site request refused")
+        if fetch_site == "same-origin":
+            return
         origin = request.headers.get("Origin")
         if origin is None:
             return
@@ -2377,36 +2402,51 @@ class AuthApp:
             raise Forbidden("cross-site request refused")
 
     def dispatch_request(self, request: ApiRequest) -> Response:
-        """Route the request and turn every expected failure into a JSON error response."""
+        """Route the request: a page (`/ui/...`) to pages.py, anything else to its
+        `on_<endpoint>` handler through `answer`; then the caching headers."""
         try:
             endpoint, arguments = self.routes.match(request.path, request.method)
         except HTTPException as error:  # 404, 405
             return http_error_response(error, request.environ)
         request.route = endpoint
-        try:
-            if request.method not in SAFE_METHODS:
-                self.refuse_other_sites(request)
-            response = getattr(self, f"on_{endpoint}")(request, **arguments)
-        except HTTPException as error:
-            response = http_error_response(error, request.environ)
-        except WeakPassword as weak:
-            # 400 with the policy's reason: NIST asks that whoever chose a refused
-            # password be told why.
-            response = json_response({"message": str(weak)}, 400)
-        except Throttled as throttled:
-            # 429 with Retry-After: how many seconds until the window ends.
-            response = http_error_response(
-                TooManyRequests(throttled.message, retry_after=throttled.retry_after),
-                request.environ,
-            )
-        except tuple(DOMAIN_ERRORS) as error:
-            status, message = DOMAIN_ERRORS[type(error)]
-            response = json_response({"message": message}, status)
+        if endpoint.startswith("ui_"):
+            response = self.pages.show(request, endpoint, arguments)
+        else:
+            response = self.answer(request, endpoint, arguments)
         if endpoint in NO_STORE_ENDPOINTS:
             response.headers["Cache-Control"] = "no-store"
         if endpoint in COOKIE_ENDPOINTS:
             response.headers["Vary"] = "Cookie"
         return response
+
+    def answer(
+        self,
+        request: ApiRequest,
+        endpoint: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Response:
+        """The API's answer to the request from the handler of `endpoint`: every expected
+        failure turned into its JSON error. The pages call this too, so a page gets
+        exactly the API's checks, limits, audit lines and answers."""
+        try:
+            if request.method not in SAFE_METHODS:
+                self.refuse_other_sites(request)
+            return getattr(self, f"on_{endpoint}")(request, **(arguments or {}))
+        except HTTPException as error:
+            return http_error_response(error, request.environ)
+        except WeakPassword as weak:
+            # 400 with the policy's reason: NIST asks that whoever chose a refused
+            # password be told why.
+            return json_response({"message": str(weak)}, 400)
+        except Throttled as throttled:
+            # 429 with Retry-After: how many seconds until the window ends.
+            return http_error_response(
+                TooManyRequests(throttled.message, retry_after=throttled.retry_after),
+                request.environ,
+            )
+        except tuple(DOMAIN_ERRORS) as error:
+            status, message = DOMAIN_ERRORS[type(error)]
+            return json_response({"message": message}, status)
 
     def wsgi_app(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -2427,8 +2467,8 @@ class AuthApp:
                 "".join(traceback.format_tb(error.__traceback__)).rstrip(),
             )
             response = json_response({"message": "internal server error"}, 500)
-        # Every answer is JSON and says so; nosniff stops a browser from guessing
-        # otherwise (and, say, running a body as script).
+        # Every answer says what it is (JSON; a page's HTML); nosniff stops a browser
+        # from guessing otherwise (and, say, running a body as script).
         response.headers["X-Content-Type-Options"] = "nosniff"
         self.metrics.request(
             request.route,

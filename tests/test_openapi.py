@@ -115,6 +115,8 @@ def test_routes_that_read_the_cookie_name_the_cookie_scheme() -> None:
         ("/account/two_factor", "put"),
         ("/account/two_factor", "delete"),
         ("/account/recovery_codes", "post"),
+        ("/ui/account", "get"),
+        ("/ui/account/{action}", "post"),
     }
     # The verification routes take the cookie, or the email instead.
     cookie_or_email = {

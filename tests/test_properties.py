@@ -56,6 +56,16 @@ PATHS = [
     "/account/verification",
     "/account/two_factor",
     "/account/recovery_codes",
+    "/ui/signup",
+    "/ui/login",
+    "/ui/login/code",
+    "/ui/logout",
+    "/ui/reset",
+    "/ui/reset/confirm",
+    "/ui/verify",
+    "/ui/account",
+    "/ui/account/password",
+    "/ui/style.css",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
 # The routes that read a body: where most of the bytes below matter.
@@ -68,10 +78,22 @@ BODY_ROUTES = [
     ("PUT", "/account/two_factor"),
     ("DELETE", "/account/two_factor"),
     ("POST", "/account/recovery_codes"),
+    ("POST", "/ui/signup"),
+    ("POST", "/ui/login"),
+    ("POST", "/ui/login/code"),
+    ("POST", "/ui/reset/confirm"),
+    ("POST", "/ui/verify"),
+    ("POST", "/ui/account/password"),
+    ("POST", "/ui/account/delete"),
 ]
 # Every (method, path) of the service's URL map, a variable part filled in.
 ROUTES = [
-    (method, rule.rule.replace("<public_id>", "0123456789abcdef"))
+    (
+        method,
+        rule.rule.replace("<public_id>", "0123456789abcdef").replace(
+            "<action>", "password"
+        ),
+    )
     for rule in URL_MAP.iter_rules()
     for method in sorted(rule.methods or ())
 ]
@@ -290,6 +312,11 @@ def check(service: Service, request: dict[str, Any]) -> None:
     elif request["path"].startswith("/docs") and response.status_code == 200:
         # The docs page and its files (openapi.json, test_openapi.py): never JSON.
         assert response.mimetype in DOCS_TYPES
+    elif request["path"].startswith("/ui/") and response.status_code != 405:
+        # The pages: HTML (or a 303 to the next one), the stylesheet CSS.
+        assert response.mimetype in ("text/html", "text/css") or (
+            response.status_code == 303 and response.headers["Location"]
+        )
     else:
         assert response.headers["Content-Type"] == "application/json"
         json.loads(response.get_data())
