@@ -365,3 +365,170 @@ def test_a_page_of_another_site_cannot_log_the_visitor_out_or_in(
     assert json.loads(page.find_element(By.TAG_NAME, "body").text) == {
         "email": visitor["email"]
     }
+
+
+# -- the pages (/ui/), as a person uses them
+
+UI_SCREENSHOTS = Path(__file__).parent.parent / "docs"
+
+
+def submit(driver: object, fields: dict[str, str], button_of: str) -> None:
+    """Fill fields by id, then press the submit button of the form holding
+    `button_of` (a field id), as a person would (JavaScript plays no part)."""
+    from selenium.webdriver.common.by import By
+
+    for field_id, value in fields.items():
+        element = driver.find_element(By.ID, field_id)
+        element.clear()
+        element.send_keys(value)
+    form = driver.find_element(By.ID, button_of).find_element(
+        By.XPATH, "./ancestor::form"
+    )
+    press(driver, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+
+def press(driver: object, button: object) -> None:
+    """Click `button` and wait for the page it leads to (the old one goes stale)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+
+    def gone() -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    wait_for(gone, "the next page")
+
+
+def click_button(driver: object, action: str) -> None:
+    """Press the button of the form posting to `action`."""
+    from selenium.webdriver.common.by import By
+
+    press(
+        driver,
+        driver.find_element(
+            By.CSS_SELECTOR, f'form[action="{action}"] button[type=submit]'
+        ),
+    )
+
+
+def on_page(driver: object, path: str) -> None:
+    """Wait until the browser shows `path`, with no console error (a CSP refusal is
+    one) on the way."""
+    wait_for(
+        lambda: driver.current_url.split("#")[0].split("?")[0].endswith(path),
+        f"the page {path}",
+    )
+    assert console_errors(driver) == [], path
+
+
+def shoot(
+    driver: object, name: str, tmp_path: Path, element: object | None = None
+) -> None:
+    """A screenshot of the page (or of one `element` of it): always taken (it must
+    work), kept under docs/ for the README when AUTHSVC_TEST_SCREENSHOT is set."""
+    folder = UI_SCREENSHOTS if os.environ.get("AUTHSVC_TEST_SCREENSHOT") else tmp_path
+    if element is None:
+        assert driver.save_screenshot(str(folder / name)), name
+    else:
+        driver.execute_script("arguments[0].scrollIntoView()", element)
+        assert element.screenshot(str(folder / name)), name
+
+
+def test_a_person_uses_the_pages_from_sign_up_to_deletion(
+    page: object, tmp_path: Path
+) -> None:
+    """Sign up, verify the email, change the password, set up two-factor (the secret
+    read from the page, the code computed), log out, log in with a code, end another
+    session, delete the account: all with plain forms, no console error anywhere."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    from factors import code_at, time_step
+
+    url = page.server.url
+    email, password, new = "person@example.com", "s3cret pw", "n3w s3cret pw"
+    page.set_window_size(420, 1600)  # a phone's width
+    page.get(f"{url}/ui/signup")
+    on_page(page, "/ui/signup")
+    submit(page, {"email": email, "password": password}, "password")
+    on_page(page, "/ui/account")
+    assert page.find_element(By.ID, "account-email").text == email
+    # HttpOnly: the page's scripts never see the session cookie, the browser sends it.
+    assert "session_id" not in page.execute_script("return document.cookie")
+    panel_text = page.find_element(By.CLASS_NAME, "panel").text
+    assert "Set-Cookie: session_id=…; HttpOnly; Path=/; SameSite=Lax" in panel_text
+    shoot(page, "ui-panel.png", tmp_path, page.find_element(By.CLASS_NAME, "panel"))
+
+    click_button(page, "/ui/account/verification")
+    on_page(page, "/ui/account/verification")
+    code = page.find_element(By.ID, "verification-code").text
+    submit(page, {"verify-code": code}, "verify-code")
+    on_page(page, "/ui/account")
+    assert page.find_element(By.ID, "account-verified").text == "yes"
+
+    submit(page, {"password-current": password, "password-new": new}, "password-new")
+    on_page(page, "/ui/account")
+
+    submit(page, {"two-factor-password": new}, "two-factor-password")
+    on_page(page, "/ui/account/two_factor")
+    secret = page.find_element(By.ID, "totp-secret").text
+    assert page.find_element(By.ID, "qr-code").get_attribute("naturalWidth") != "0"
+    page.execute_script(
+        "arguments[0].scrollIntoView()", page.find_element(By.ID, "two-factor")
+    )
+    shoot(page, "ui-two-factor.png", tmp_path)
+    step = time_step(time.time())
+    submit(page, {"confirm-code": code_at(secret, step)}, "confirm-code")
+    on_page(page, "/ui/account/two_factor_confirm")
+    recovery = [
+        li.text for li in page.find_elements(By.CSS_SELECTOR, "#recovery-codes li")
+    ]
+    assert len(recovery) == 10
+
+    click_button(page, "/ui/logout")
+    on_page(page, "/ui/login")
+    submit(page, {"email": email, "password": new}, "password")
+    on_page(page, "/ui/login/code")
+    shoot(page, "ui-login-code.png", tmp_path)
+    submit(page, {"code": code_at(secret, step + 1)}, "code")  # the step after set-up's
+    on_page(page, "/ui/account")
+    assert (
+        "on, 10 recovery codes left"
+        in page.find_element(By.ID, "account-two-factor").text
+    )
+
+    # Another device (a script), with a recovery code; the person ends its session.
+    other = requests.post(
+        f"{url}/sessions",
+        data={"email": email, "password": new, "code": recovery[0]},
+        timeout=15,
+    )
+    assert other.status_code == 200
+    page.get(f"{url}/ui/account")
+    on_page(page, "/ui/account")
+    rows = page.find_elements(By.CSS_SELECTOR, ".sessions li")
+    assert len(rows) == 2
+    stranger = next(row for row in rows if not row.find_elements(By.TAG_NAME, "strong"))
+    press(page, stranger.find_element(By.CSS_SELECTOR, "button"))
+    on_page(page, "/ui/account")
+    assert len(page.find_elements(By.CSS_SELECTOR, ".sessions li")) == 1
+    assert (
+        requests.get(f"{url}/profile", cookies=other.cookies, timeout=15).status_code
+        == 403
+    )
+
+    submit(
+        page, {"delete-password": new, "code-delete": recovery[1]}, "delete-password"
+    )
+    on_page(page, "/ui/signup")
+    assert page.get_cookie("session_id") is None
+    gone = requests.post(
+        f"{url}/sessions", data={"email": email, "password": new}, timeout=15
+    )
+    assert gone.status_code == 401
