@@ -391,6 +391,9 @@ def test_a_request_from_another_site_is_refused_and_changes_nothing(
         {"Sec-Fetch-Site": "same-origin"},
         {"Sec-Fetch-Site": "none"},  # typed into the address bar
         {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
+        # A form of the service's own pages (Referrer-Policy: no-referrer): the
+        # browser sends Origin: null, and says same-origin in a header no page can set.
+        {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
     ],
 )
 def test_a_request_from_the_services_own_pages_or_no_browser_passes(
