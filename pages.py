@@ -51,6 +51,8 @@ MFA_COOKIE_PATH = "/ui/login/code"
 MFA_COOKIE_SECONDS = 5 * 60
 LAST_COOKIE_SECONDS = 60
 MAX_LAST_COOKIE_CHARS = 3000
+# Where `Pages.call` leaves the API's last answer for `Pages.render` (in the environ).
+API_ANSWER = "authsvc.pages.api_answer"
 
 
 class AuthApp(Protocol):
@@ -356,9 +358,19 @@ class Pages:
         )
         response = Response(html, status=status, mimetype="text/html")
         self.secure(response)
+        api = request.environ.get(API_ANSWER)
+        if api is not None and api.status_code == status:
+            # A 401 names how to authenticate (RFC 9110), a 429 when to try again.
+            for name in ("WWW-Authenticate", "Retry-After"):
+                if name in api.headers:
+                    response.headers[name] = api.headers[name]
         if LAST_COOKIE in request.cookies:  # shown once: drop it
             response.delete_cookie(
-                LAST_COOKIE, path="/ui", httponly=True, samesite="Lax"
+                LAST_COOKIE,
+                path="/ui",
+                httponly=True,
+                samesite="Lax",
+                secure=self.config.cookie_secure,
             )
         return response
 
@@ -413,6 +425,7 @@ class Pages:
     ) -> tuple[Response, dict[str, Any]]:
         """Run the API's handler of `endpoint` on this request: its answer and JSON body."""
         answer = self.app.answer(request, endpoint, arguments)
+        request.environ[API_ANSWER] = answer
         try:
             body = json.loads(answer.get_data())
         except ValueError:

@@ -532,3 +532,30 @@ def test_a_person_uses_the_pages_from_sign_up_to_deletion(
         f"{url}/sessions", data={"email": email, "password": new}, timeout=15
     )
     assert gone.status_code == 401
+
+
+def test_the_login_page_works_with_the_keyboard_alone(page: object) -> None:
+    """Tab to each field, type, Enter: no mouse, no script (labels and native forms)."""
+    import requests
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url = page.server.url
+    account = {"email": "keys@example.com", "password": "s3cret pw"}
+    assert requests.post(f"{url}/users", data=account, timeout=15).ok
+    page.get(f"{url}/ui/login")
+    on_page(page, "/ui/login")
+    keys = ActionChains(page)
+    # The header's links come first: tab until the email field has the focus.
+    for _ in range(10):
+        if page.switch_to.active_element.get_attribute("id") == "email":
+            break
+        keys.send_keys(Keys.TAB).perform()
+    assert page.switch_to.active_element.get_attribute("id") == "email"
+    keys.send_keys(account["email"], Keys.TAB, account["password"]).perform()
+    old = page.find_element(By.TAG_NAME, "html")
+    keys.send_keys(Keys.ENTER).perform()
+    wait_for(lambda: old != page.find_element(By.TAG_NAME, "html"), "the next page")
+    on_page(page, "/ui/account")
+    assert page.find_element(By.ID, "account-email").text == account["email"]

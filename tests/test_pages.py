@@ -174,6 +174,7 @@ def test_a_wrong_password_shows_the_form_again_with_the_apis_401(
     with caplog.at_level("INFO", logger="authsvc.audit"):
         response = client.post("/ui/login", data={"email": EMAIL, "password": "wrong"})
     assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Cookie ")
     page = text(response)
     assert "wrong email or password" in page
     assert f'value="{EMAIL}"' in page  # the email typed, kept
@@ -189,6 +190,7 @@ def test_the_pages_are_under_the_apis_limits(client: Client, config: Config) -> 
         client.post("/ui/login", data={"email": EMAIL, "password": "wrong"})
     response = client.post("/ui/login", data={"email": EMAIL, "password": PASSWORD})
     assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
     assert "too many failed logins" in text(response)
 
 
