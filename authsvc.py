@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import bcrypt
 from werkzeug.datastructures import WWWAuthenticate
@@ -1536,6 +1536,32 @@ def http_error_response(error: HTTPException, environ: Mapping[str, Any]) -> Res
     return response
 
 
+# An original URL longer than this is refused (a proxy passes the whole request URI).
+MAX_ORIGINAL_URL_CHARS = 4096
+
+
+def forwarded_url(request: ApiRequest) -> str | None:
+    """The URL a Traefik or Caddy proxy is asking about, from its X-Forwarded-Proto,
+    -Host and -Uri; None when it sent no X-Forwarded-Host."""
+    host = request.headers.get("X-Forwarded-Host")
+    if host is None:
+        return None
+    scheme = request.headers.get("X-Forwarded-Proto", "http").lower()
+    uri = request.headers.get("X-Forwarded-Uri", "/")
+    if not uri.startswith("/"):
+        uri = "/" + uri
+    return f"{scheme}://{host}{uri}"
+
+
+def is_browser(request: ApiRequest) -> bool:
+    """A browser's page load: it names text/html in Accept and is no script's XHR
+    (`*/*` alone, or no Accept, is not a browser: an API client gets its 401)."""
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept.lower()
+
+
 def session_cookie(request: ApiRequest, name: str = "session_id") -> str | None:
     """The session cookie (`name`, AUTHSVC_COOKIE_NAME) the browser sent, or None.
 
@@ -1643,6 +1669,9 @@ URL_MAP = Map(
         Rule("/sessions/others", methods=["DELETE"], endpoint="end_other_sessions"),
         Rule("/sessions/<public_id>", methods=["DELETE"], endpoint="end_session"),
         Rule("/profile", methods=["GET"], endpoint="profile"),
+        # Forward auth: a reverse proxy asks whether the browser's session is live.
+        Rule("/auth/request", methods=["GET"], endpoint="auth_request"),
+        Rule("/auth/forward", methods=["GET"], endpoint="auth_forward"),
         Rule("/reset_password", methods=["POST"], endpoint="reset_token"),
         Rule("/reset_password", methods=["PUT"], endpoint="update_password"),
         Rule("/account", methods=["GET"], endpoint="account"),
@@ -1728,6 +1757,8 @@ COOKIE_ENDPOINTS = frozenset(
     {
         "logout",
         "profile",
+        "auth_request",
+        "auth_forward",
         "list_sessions",
         "end_session",
         "end_other_sessions",
@@ -1989,6 +2020,7 @@ class AuthApp:
             self.config.cookie_name,
             session_id,
             path="/",
+            domain=self.config.cookie_domain or None,
             httponly=True,
             samesite="Lax",
             secure=self.config.cookie_secure,
@@ -2003,6 +2035,7 @@ class AuthApp:
         response.delete_cookie(
             self.config.cookie_name,
             path="/",
+            domain=self.config.cookie_domain or None,
             httponly=True,
             samesite="Lax",
             secure=self.config.cookie_secure,
@@ -2070,6 +2103,86 @@ class AuthApp:
         """GET /profile: who the session cookie belongs to."""
         user, _ = self.current_session(request)
         return json_response({"email": user.email})
+
+    # -- forward auth (SPEC v3): a proxy asks, for each request to an application
+    #    behind it, whether the cookie it passes on opens a live session
+
+    def on_auth_request(self, request: ApiRequest) -> Response:
+        """GET /auth/request, for nginx's `auth_request`: 200 with the user in
+        `Remote-User` and `Remote-Email`, else 401 with the login page in `Location`
+        (nginx's `error_page 401` turns it into the browser's redirect). nginx takes
+        only 2xx, 401 and 403 from here: an original URL not of this deployment is 403."""
+        original = request.headers.get("X-Original-URL")
+        if original is not None and not self.is_deployment_url(original, request):
+            raise Forbidden("the original URL is not one of this deployment's")
+        found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
+        if found is not None:
+            return self.session_is_live(found[0])
+        response = json_response({"message": "log in first"}, 401)
+        response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
+        response.headers["Location"] = self.login_page(original)
+        return response
+
+    def on_auth_forward(self, request: ApiRequest) -> Response:
+        """GET /auth/forward, for Traefik's ForwardAuth and Caddy's forward_auth: 200
+        with the user's headers, else a browser is sent to the login page (302, or 303
+        after another method than GET or HEAD) and anything else gets 401. The
+        original URL comes from X-Forwarded-Proto, -Host and -Uri: 400 if it is not
+        of this deployment (never an open redirect)."""
+        original = forwarded_url(request)
+        if original is not None and not self.is_deployment_url(original, request):
+            raise BadRequest("the original URL is not one of this deployment's")
+        found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
+        if found is not None:
+            return self.session_is_live(found[0])
+        if not is_browser(request):
+            response = json_response({"message": "log in first"}, 401)
+            response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
+            return response
+        method = request.headers.get("X-Forwarded-Method", "GET").upper()
+        status = 302 if method in ("GET", "HEAD") else 303
+        response = json_response({"message": "log in first"}, status)
+        response.headers["Location"] = self.login_page(original)
+        return response
+
+    def session_is_live(self, user: User) -> Response:
+        """The 200 a proxy passes on: who the user is, in the headers it copies."""
+        response = json_response({"email": user.email})
+        response.headers["Remote-User"] = str(user.id)
+        response.headers["Remote-Email"] = user.email
+        return response
+
+    def login_page(self, original: str | None) -> str:
+        """The login page's address, with `?rd=` the URL to come back to: on
+        AUTHSVC_PUBLIC_URL when set, else on the original URL's own host (whose proxy
+        routes /ui/ to authsvc). Absolute either way: nginx's `error_page` takes a
+        relative one for a URI of its own and would serve it instead of redirecting.
+        The original URL was checked to be of this deployment, so this sends nobody
+        anywhere else."""
+        if original is None:
+            return f"{self.config.public_url}/ui/login"
+        parts = urlsplit(original)
+        base = self.config.public_url or f"{parts.scheme}://{parts.netloc}"
+        return f"{base}/ui/login?rd={quote(original, safe='')}"
+
+    def is_deployment_url(self, url: str, request: ApiRequest) -> bool:
+        """True for an absolute http(s) URL whose origin is the service's own (its
+        public one, or this request's) or one of AUTHSVC_ALLOWED_ORIGINS."""
+        if len(url) > MAX_ORIGINAL_URL_CHARS or any(c in url for c in "\\\r\n\t "):
+            return False
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "Invalid IPv6 URL": a "[" it cannot close
+            return False
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or "@" in parts.netloc
+        ):
+            return False
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        own = {request.host_url.rstrip("/").lower(), self.config.public_url.lower()}
+        return origin in own or origin in self.config.allowed_origins
 
     # -- account self-service (SPEC v3): every route needs the session cookie, but the
     #    two verification routes, which also take the email instead

@@ -73,6 +73,10 @@ class Config:
     cookie_name: str | None = (
         None  # "session_id" (course), "__Host-session" (production)
     )
+    cookie_domain: str = ""  # the cookie's Domain: "" for this host only
+    # The login page's absolute origin (https://auth.example.com) for forward auth's
+    # redirects; "" sends browsers to the relative /ui/login.
+    public_url: str = ""
     # The request limits (README "Configuration" says what each protects, and the
     # anchor its default comes from). Per client: per IPv4 address, or per IPv6 /64 with
     # IPV6_SITE_FACTOR times the limit per /48.
@@ -210,6 +214,7 @@ class Config:
                 environ, "AUTHSVC_DB_POOL_SIZE", defaults.db_pool_size, 1, 1000
             ),
             **_cookie_settings(environ, defaults),
+            public_url=_public_url(environ),
             **_smtp_settings(environ, defaults),
             **_metrics_settings(environ, defaults),
         )
@@ -385,7 +390,15 @@ def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, 
     authsvc always sends). So such a name without AUTHSVC_COOKIE_SECURE=true would make
     every login a cookie the browser drops: refused at start-up instead.
     """
-    name = environ.get("AUTHSVC_COOKIE_NAME", defaults.cookie_name).strip()
+    domain = environ.get("AUTHSVC_COOKIE_DOMAIN", "").strip().lower()
+    if domain and not COOKIE_DOMAIN_SHAPE.fullmatch(domain):
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_DOMAIN must be a domain name like example.com, got {domain!r}"
+        )
+    default_name = defaults.cookie_name
+    if domain and default_name == "__Host-session":  # __Host- forbids a Domain
+        default_name = "__Secure-session"
+    name = environ.get("AUTHSVC_COOKIE_NAME", default_name).strip()
     secure = _env_bool(environ, "AUTHSVC_COOKIE_SECURE", defaults.cookie_secure)
     if not COOKIE_NAME_SHAPE.fullmatch(name):
         raise ConfigError(
@@ -399,7 +412,31 @@ def _cookie_settings(environ: Mapping[str, str], defaults: Config) -> dict[str, 
             f"AUTHSVC_COOKIE_NAME={name} needs AUTHSVC_COOKIE_SECURE=true: browsers "
             "keep a __Host- or __Secure- cookie only when it is Secure"
         )
-    return {"cookie_name": name, "cookie_secure": secure}
+    if domain and name.lower().startswith("__host-"):
+        raise ConfigError(
+            f"AUTHSVC_COOKIE_DOMAIN cannot go with AUTHSVC_COOKIE_NAME={name}: browsers "
+            "refuse a __Host- cookie that has a Domain (use __Secure-session)"
+        )
+    return {"cookie_name": name, "cookie_secure": secure, "cookie_domain": domain}
+
+
+# A domain name for the cookie's Domain: labels of letters, digits and hyphens, at
+# least two of them (a cookie for a whole top-level domain is refused by browsers).
+COOKIE_DOMAIN_SHAPE = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+)
+
+
+def _public_url(environ: Mapping[str, str]) -> str:
+    """AUTHSVC_PUBLIC_URL: an http(s) origin (scheme, host, optional port), no path,
+    query or fragment; the trailing slash dropped."""
+    url = environ.get("AUTHSVC_PUBLIC_URL", "").strip().rstrip("/")
+    if url and not ORIGIN_SHAPE.fullmatch(url):
+        raise ConfigError(
+            "AUTHSVC_PUBLIC_URL must be the login page's origin, like "
+            f"https://auth.example.com (no path), got {url!r}"
+        )
+    return url
 
 
 def _allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:

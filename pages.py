@@ -277,7 +277,10 @@ def safe_next(rd: str, request: Request, allowed_origins: tuple[str, ...]) -> st
     otherwise /ui/account. Never `//host` or `\\host`, which browsers read as another site."""
     if rd.startswith("/") and not rd.startswith(("//", "/\\")) and "\\" not in rd:
         return rd
-    parts = urlsplit(rd)
+    try:
+        parts = urlsplit(rd)
+    except ValueError:  # "Invalid IPv6 URL": a "[" it cannot close
+        return "/ui/account"
     if parts.scheme in ("http", "https") and parts.netloc:
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin == request.host_url.rstrip("/") or origin in allowed_origins:

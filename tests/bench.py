@@ -8,7 +8,7 @@
 Not a test (pytest does not collect it): it prints figures. Machines here are shared and
 noisy, so it reports ratios measured in the same run next to the absolute numbers:
 
-- `GET /` and `GET /profile` (valid cookies) on authsvc, and the same requests on a
+- `GET /`, `GET /profile` and `GET /auth/request` (valid cookies) on authsvc, and the same requests on a
   minimal WSGI app (tests/hello_wsgi.py) under the same gunicorn settings: the ceiling;
 - `POST /sessions` (right passwords) and `POST /users` (fresh emails) against bcrypt's own
   limit, measured in this process: cores / seconds per `checkpw` at the configured cost;
@@ -92,6 +92,15 @@ local n = 0
 request = function()
   n = n + 1
   return wrk.format("GET", "/profile", {{["Cookie"] = "session_id=" .. cookies[n % #cookies + 1]}})
+end
+""",
+        # What a proxy in front of another application asks at each of its requests.
+        "auth_request": f"""
+local cookies = {lua_list(cookies)}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/auth/request", {{["Cookie"] = "session_id=" .. cookies[n % #cookies + 1]}})
 end
 """,
         "login": f"""
@@ -404,7 +413,7 @@ def measure(
     results: dict[str, dict] = {}
     for server in (hello, authsvc):  # the first seconds of load run slow: not measured
         run_wrk(server, scripts["profile"], 2, args.connections)
-    for name in ("root", "profile"):
+    for name in ("root", "profile", "auth_request"):
         uses_before, started = session_uses(str(authsvc.db_path)), time.monotonic()
         compared = {"hello": hello, "authsvc": authsvc}
         if name == "profile" and metered is not None:

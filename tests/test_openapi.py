@@ -122,6 +122,9 @@ def test_routes_that_read_the_cookie_name_the_cookie_scheme() -> None:
     cookie_or_email = {
         ("/account/verification", "post"),
         ("/account/verification", "put"),
+        # A proxy's question: with the cookie or without (the answer says which).
+        ("/auth/request", "get"),
+        ("/auth/forward", "get"),
     }
     for path, item in DOCUMENT["paths"].items():
         for method, operation in item.items():

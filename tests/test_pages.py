@@ -241,6 +241,7 @@ def test_a_pending_address_is_shown_escaped(bob: Client) -> None:
         ("//evil.example/", "/ui/account"),
         ("/\\evil.example/", "/ui/account"),
         ("javascript:alert(1)", "/ui/account"),
+        ("http://[evil.example/", "/ui/account"),  # urlsplit raises on it
         ("https://app.example.com.evil.example/", "/ui/account"),
     ],
 )

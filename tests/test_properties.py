@@ -66,6 +66,8 @@ PATHS = [
     "/ui/account",
     "/ui/account/password",
     "/ui/style.css",
+    "/auth/request",
+    "/auth/forward",
 ]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
 # The routes that read a body: where most of the bytes below matter.
