@@ -288,6 +288,11 @@ def safe_next(rd: str, request: Request, allowed_origins: tuple[str, ...]) -> st
     return "/ui/account"
 
 
+def with_rd(path: str, rd: str) -> str:
+    """`path`, carrying `?rd=` on when there is one."""
+    return path + (f"?rd={quote(rd)}" if rd else "")
+
+
 # -- the pages
 
 
@@ -377,6 +382,23 @@ class Pages:
             )
         return response
 
+    def refuse(
+        self,
+        request: Request,
+        template: str,
+        answer: Response,
+        body: Mapping[str, Any],
+        **values: Any,
+    ) -> Response:
+        """The form again, with the API's refusal: its status and its message."""
+        return self.render(
+            request,
+            template,
+            answer.status_code,
+            error=str(body.get("message", "")),
+            **values,
+        )
+
     def secure(self, response: Response) -> None:
         """The headers every page carries: no cache keeps it (it shows the account, or
         answers a form), only its own files load, nobody frames it, no link leaks it."""
@@ -464,13 +486,13 @@ class Pages:
             return self.render(request, "signup.html", email="", rd=rd)
         registered, body = self.call(request, "register")
         if registered.status_code != 200:
-            return self.render(
+            return self.refuse(
                 request,
                 "signup.html",
-                registered.status_code,
+                registered,
+                body,
                 email=self.field(request, "email"),
                 rd=rd,
-                error=body.get("message", ""),
             )
         login, body = self.call(request, "login")
         if login.status_code == 403 and body.get("message") == "email not verified":
@@ -503,17 +525,17 @@ class Pages:
             # a URL or a form field.
             return self.redirect(
                 request,
-                MFA_COOKIE_PATH + (f"?rd={quote(rd)}" if rd else ""),
+                with_rd(MFA_COOKIE_PATH, rd),
                 message="The password was right; now the two-factor code.",
                 mfa_token=body["mfa_token"],
             )
-        return self.render(
+        return self.refuse(
             request,
             "login.html",
-            answer.status_code,
+            answer,
+            body,
             email=self.field(request, "email"),
             rd=rd,
-            error=body.get("message", ""),
         )
 
     def login_code(self, request: Request) -> Response:
@@ -523,7 +545,7 @@ class Pages:
         if not token:
             return self.redirect(
                 request,
-                "/ui/login" + (f"?rd={quote(rd)}" if rd else ""),
+                with_rd("/ui/login", rd),
                 message="Log in with your password first.",
             )
         if request.method == "GET":
@@ -590,12 +612,12 @@ class Pages:
         answer, body = self.call(request, "reset_token")
         email = self.field(request, "email")
         if answer.status_code != 200:
-            return self.render(
+            return self.refuse(
                 request,
                 "reset.html",
-                answer.status_code,
+                answer,
+                body,
                 email=email,
-                error=body.get("message", ""),
             )
         return self.render(
             request,
@@ -623,13 +645,13 @@ class Pages:
                 answer,
                 "Password updated: log in with the new one.",
             )
-        return self.render(
+        return self.refuse(
             request,
             "reset_confirm.html",
-            answer.status_code,
+            answer,
+            body,
             email=self.field(request, "email"),
             reset_token=self.field(request, "reset_token"),
-            error=body.get("message", ""),
         )
 
     def verify(self, request: Request) -> Response:
@@ -649,23 +671,23 @@ class Pages:
                 return self.redirect(
                     request, "/ui/login", answer, "Email verified: log in."
                 )
-            return self.render(
+            return self.refuse(
                 request,
                 "verify.html",
-                answer.status_code,
+                answer,
+                body,
                 email=email,
                 code_sent="",
-                error=body.get("message", ""),
             )
         answer, body = self.call(request, "request_verification")
         if answer.status_code != 200:
-            return self.render(
+            return self.refuse(
                 request,
                 "verify.html",
-                answer.status_code,
+                answer,
+                body,
                 email=email,
                 code_sent="",
-                error=body.get("message", ""),
             )
         return self.render(
             request,
