@@ -1683,6 +1683,12 @@ URL_MAP = Map(
         Rule("/account/verification", methods=["PUT"], endpoint="verify_email"),
         Rule("/account/email", methods=["PUT"], endpoint="change_email"),
         Rule("/account/password_policy", methods=["GET"], endpoint="password_policy"),
+        Rule("/account/two_factor", methods=["POST"], endpoint="begin_two_factor"),
+        Rule("/account/two_factor", methods=["PUT"], endpoint="enable_two_factor"),
+        Rule("/account/two_factor", methods=["DELETE"], endpoint="disable_two_factor"),
+        Rule(
+            "/account/recovery_codes", methods=["POST"], endpoint="renew_recovery_codes"
+        ),
         # The pages (pages.py): HTML forms over the routes above.
         Rule("/ui/style.css", methods=["GET"], endpoint="ui_style"),
         Rule("/ui/signup", methods=["GET"], endpoint="ui_signup_form"),
@@ -1700,12 +1706,6 @@ URL_MAP = Map(
         Rule("/ui/verify", methods=["POST"], endpoint="ui_verify"),
         Rule("/ui/account", methods=["GET"], endpoint="ui_account"),
         Rule("/ui/account/<action>", methods=["POST"], endpoint="ui_account_action"),
-        Rule("/account/two_factor", methods=["POST"], endpoint="begin_two_factor"),
-        Rule("/account/two_factor", methods=["PUT"], endpoint="enable_two_factor"),
-        Rule("/account/two_factor", methods=["DELETE"], endpoint="disable_two_factor"),
-        Rule(
-            "/account/recovery_codes", methods=["POST"], endpoint="renew_recovery_codes"
-        ),
     ]
 )
 
@@ -2118,8 +2118,7 @@ class AuthApp:
         found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
         if found is not None:
             return self.session_is_live(found[0])
-        response = json_response({"message": "log in first"}, 401)
-        response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
+        response = self._unauthorized({"message": "log in first"})
         response.headers["Location"] = self.login_page(original)
         return response
 
@@ -2136,9 +2135,7 @@ class AuthApp:
         if found is not None:
             return self.session_is_live(found[0])
         if not is_browser(request):
-            response = json_response({"message": "log in first"}, 401)
-            response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
-            return response
+            return self._unauthorized({"message": "log in first"})
         method = request.headers.get("X-Forwarded-Method", "GET").upper()
         status = 302 if method in ("GET", "HEAD") else 303
         response = json_response({"message": "log in first"}, status)
@@ -2361,9 +2358,7 @@ class AuthApp:
     def on_delete_account(self, request: ApiRequest) -> Response:
         """DELETE /account: the current password; the account and all it held go."""
         user, _ = self.current_session(request)
-        fields = self.body_fields(request, "password", optional=("code",))
-        password = valid_password("password", fields["password"])
-        code = optional_code(fields)
+        password, code = self.reauthenticated_fields(request)
         with self.reauthentication(request, user, "account_delete"):
             self.auth.delete_account(user, password, client_address(request), code)
         self.audit(request, "account_delete", "ok", user=user)

@@ -588,20 +588,10 @@ class Pages:
 
     def logout(self, request: Request) -> Response:
         """POST /ui/logout: end this session (DELETE /sessions) and go to the login page."""
-        answer, _ = self.call(request, "logout")
-        if (
-            answer.status_code == 403
-            and answer.get_data()
-            and b"cross-site" in answer.get_data()
-        ):
-            return self.render(
-                request,
-                "login.html",
-                403,
-                email="",
-                rd="",
-                error="cross-site request refused",
-            )
+        answer, body = self.call(request, "logout")
+        if body.get("message") == "cross-site request refused":
+            return self.refuse(request, "login.html", answer, body, email="", rd="")
+        # Logged out, or no session to end: either way, on to the login page.
         return self.redirect(request, "/ui/login", answer, "You are logged out.")
 
     def reset(self, request: Request) -> Response:
@@ -665,29 +655,16 @@ class Pages:
                 code_sent="",
             )
         email = self.field(request, "email")
-        if self.field(request, "code"):
-            answer, body = self.call(request, "verify_email")
-            if answer.status_code == 200:
-                return self.redirect(
-                    request, "/ui/login", answer, "Email verified: log in."
-                )
-            return self.refuse(
-                request,
-                "verify.html",
-                answer,
-                body,
-                email=email,
-                code_sent="",
-            )
-        answer, body = self.call(request, "request_verification")
+        confirming = bool(self.field(request, "code"))
+        endpoint = "verify_email" if confirming else "request_verification"
+        answer, body = self.call(request, endpoint)
         if answer.status_code != 200:
             return self.refuse(
-                request,
-                "verify.html",
-                answer,
-                body,
-                email=email,
-                code_sent="",
+                request, "verify.html", answer, body, email=email, code_sent=""
+            )
+        if confirming:
+            return self.redirect(
+                request, "/ui/login", answer, "Email verified: log in."
             )
         return self.render(
             request,

@@ -79,6 +79,18 @@ def lua_list(values: list[str]) -> str:
     return "{" + ", ".join(json.dumps(value) for value in values) + "}"
 
 
+def with_cookies(path: str, cookies: list[str]) -> str:
+    """A wrk script of GET `path`, each request with the next of the session cookies."""
+    return f"""
+local cookies = {lua_list(cookies)}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "{path}", {{["Cookie"] = "session_id=" .. cookies[n % #cookies + 1]}})
+end
+"""
+
+
 def write_scripts(
     directory: Path, cookies: list[str], login_emails: list[str]
 ) -> dict[str, Path]:
@@ -86,23 +98,9 @@ def write_scripts(
     form = "application/x-www-form-urlencoded"
     scripts = {
         "root": 'request = function() return wrk.format("GET", "/") end\n',
-        "profile": f"""
-local cookies = {lua_list(cookies)}
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/profile", {{["Cookie"] = "session_id=" .. cookies[n % #cookies + 1]}})
-end
-""",
+        "profile": with_cookies("/profile", cookies),
         # What a proxy in front of another application asks at each of its requests.
-        "auth_request": f"""
-local cookies = {lua_list(cookies)}
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", "/auth/request", {{["Cookie"] = "session_id=" .. cookies[n % #cookies + 1]}})
-end
-""",
+        "auth_request": with_cookies("/auth/request", cookies),
         "login": f"""
 local emails = {lua_list([email.replace("@", "%40") for email in login_emails])}
 local n = 0
