@@ -14,6 +14,7 @@ failure exits non-zero with one line on stderr.
     python authsvc.py end-sessions bob@example.com
     python authsvc.py delete-user bob@example.com
     python authsvc.py two-factor-off bob@example.com   # a lost phone, no recovery code
+    python authsvc.py two-factor-off --passkeys bob@example.com   # and its passkeys
     python authsvc.py users --list
     AUTHSVC_DB=postgresql://... python authsvc.py copy-db authsvc.db
 
@@ -213,14 +214,24 @@ def cmd_delete_user(args: argparse.Namespace) -> str:
 def cmd_two_factor_off(args: argparse.Namespace) -> str:
     """Turn a user's two-factor off without a code: the way back for someone who lost
     the device and the recovery codes, once the operator has checked who is asking
-    (SPEC: the only way around the code). Audited; the user gets a notice mail."""
+    (SPEC: the only way around the code). With --passkeys, their passkeys go too (a
+    lost phone can hold both). Audited; the user gets a notice mail."""
     auth = auth_from_env()
     user = user_named(auth, args.email)
-    if not auth.two_factor_off(user):
-        audit("two_factor_off", "was_off", "cli", user=user)
-        return f"two-factor was not on for user {user.id}: nothing changed"
-    audit("two_factor_off", "ok", "cli", user=user)
-    return f"two-factor turned off for user {user.id}; the password alone logs in"
+    was_on = auth.two_factor_off(user)
+    audit("two_factor_off", "ok" if was_on else "was_off", "cli", user=user)
+    said = (
+        f"two-factor turned off for user {user.id}"
+        if was_on
+        else f"two-factor was not on for user {user.id}"
+    )
+    if not args.passkeys:
+        return said + (
+            "; the password alone logs in" if was_on else ": nothing changed"
+        )
+    removed = auth.passkeys_off(user)
+    audit("passkeys_off", "ok" if removed else "none", "cli", user=user)
+    return f"{said}; {removed} passkey(s) removed; the password alone logs in"
 
 
 def cmd_users(args: argparse.Namespace) -> str:
@@ -257,7 +268,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], str], str]] = {
     ),
     "two-factor-off": (
         cmd_two_factor_off,
-        "turn a user's two-factor off without a code (a lost device), audited",
+        (
+            "turn a user's two-factor off without a code (a lost device), audited;"
+            " --passkeys: remove their passkeys too"
+        ),
     ),
     "users": (cmd_users, "count the users; --list: each email and its live sessions"),
     "copy-db": (
@@ -293,6 +307,12 @@ def parser() -> argparse.ArgumentParser:
             "two-factor-off",
         ):
             command.add_argument("email", metavar="EMAIL")
+        if name == "two-factor-off":
+            command.add_argument(
+                "--passkeys",
+                action="store_true",
+                help="also remove every passkey of the user",
+            )
         if name == "users":
             command.add_argument(
                 "--list",

@@ -62,13 +62,21 @@ from werkzeug.wrappers import Request, Response
 
 from config import Config, ConfigError, course_mode_warning, refuse_unsafe_production
 from factors import (
+    MAX_PASSKEY_NAME_CHARS,
+    MAX_PASSKEYS,
+    PASSKEY_LOGIN_REFUSED,
+    Ceremony,
     CodeRequired,
     Enrolment,
     InvalidMfaToken,
     NoPendingSetUp,
+    PasskeyRefused,
+    Passkeys,
+    TooManyPasskeys,
     TwoFactor,
     TwoFactorAlreadyOn,
     TwoFactorOff,
+    UnknownPasskey,
     WrongCode,
 )
 from limits import (
@@ -86,6 +94,7 @@ from store import (
     DatabaseUnusable,
     DuplicateEmail,
     InvalidValue,
+    PasskeyRow,
     Session,
     Store,
     User,
@@ -321,6 +330,13 @@ class Auth:
         )
         self.two_factor = TwoFactor(
             self._db, self._config.secret_key, self._config.totp_issuer, clock
+        )
+        self.passkeys = Passkeys(
+            self._db,
+            self._config.webauthn_rp_id,
+            self._config.webauthn_origins,
+            self._config.totp_issuer,
+            clock,
         )
         # How stale a session's recorded last use may get before a request records a new
         # one (SPEC: at most min(60 s, idle lifetime / 10) behind the real use). Writing
@@ -1165,6 +1181,97 @@ class Auth:
         self.reauthenticate(user, password, ip, code)
         return self.two_factor.renew_recovery_codes(user.id)
 
+    # -- passkeys (SPEC v3 "Passkeys"): the ceremonies are factors.Passkeys'
+
+    def passkey_options(
+        self, user: User, password: str, ip: str = "", code: str | None = None
+    ) -> Ceremony:
+        """Options to register a passkey, after the password (and code): a challenge
+        for this user's registration alone. TooManyPasskeys at the limit (before
+        anything is counted); what `reauthenticate` raises."""
+        if self.passkeys.count(user.id) >= MAX_PASSKEYS:
+            raise TooManyPasskeys(f"at most {MAX_PASSKEYS} passkeys")
+        self.reauthenticate(user, password, ip, code)
+        return self.passkeys.registration_options(user.id, user.email)
+
+    def add_passkey(
+        self, user: User, challenge_id: str, credential: Mapping[str, Any], name: str
+    ) -> PasskeyRow:
+        """Keep the new passkey the browser made for the user's challenge; a notice
+        mail. PasskeyRefused, TooManyPasskeys."""
+        passkey = self.passkeys.register(user.id, challenge_id, credential, name)
+        self._notify(
+            f"passkey notice for user {user.id}",
+            lambda mailer: mailer.send_passkey_changed(user.email, added=True),
+        )
+        return passkey
+
+    def remove_passkey(
+        self,
+        user: User,
+        public_id: str,
+        password: str,
+        ip: str = "",
+        code: str | None = None,
+    ) -> None:
+        """Remove one of the user's passkeys, after the password (and code); a notice
+        mail. UnknownPasskey (before anything is counted); what `reauthenticate`
+        raises."""
+        if not any(p.public_id == public_id for p in self.passkeys.of(user.id)):
+            raise UnknownPasskey("no such passkey")
+        self.reauthenticate(user, password, ip, code)
+        self.passkeys.remove(user.id, public_id)
+        self._notify(
+            f"passkey notice for user {user.id}",
+            lambda mailer: mailer.send_passkey_changed(user.email, added=False),
+        )
+
+    def passkey_login_options(self, ip: str = "") -> Ceremony:
+        """Options for a passwordless login: counted as a login attempt of the client
+        (AUTHSVC_CLIENT_MAX_LOGINS), since each makes a challenge row."""
+        with self._db.transaction():
+            self._limits.count_passkey_login(ip)
+        return self.passkeys.login_options()
+
+    def log_in_with_passkey(
+        self,
+        challenge_id: str,
+        credential: Mapping[str, Any],
+        user_agent: str = "",
+        ip: str = "",
+    ) -> tuple[User, str]:
+        """A whole login with a passkey: no password, no code (the passkey is two
+        factors in itself, SPEC "Passkeys"). Counted as a failure of the client first,
+        taken back on success, so failures count per client like wrong passwords.
+        PasskeyRefused for anything that does not verify; LoginThrottled;
+        EmailNotVerified as a password login."""
+        with self._db.transaction():
+            self._limits.count_passkey_failure(ip)
+        user_id = self.passkeys.authenticate(challenge_id, credential)
+        try:
+            user = self._db.find_user_by(id=user_id)
+        except UserNotFound:
+            raise PasskeyRefused(PASSKEY_LOGIN_REFUSED) from None
+        if self._config.require_verified_email and not user.email_verified:
+            raise EmailNotVerified("email not verified")
+        with self._db.transaction():
+            session_id = self._start_session(user, user_agent, ip)
+            if session_id is None:  # the password changed this very moment: try again
+                raise PasskeyRefused(PASSKEY_LOGIN_REFUSED)
+            self._limits.forget_client_failure(ip)
+        return user, session_id
+
+    def passkeys_off(self, user: User) -> int:
+        """Remove every passkey of the user (the operator's `two-factor-off
+        --passkeys`, for a lost device); how many. A notice mail when there were any."""
+        removed = self.passkeys.remove_all(user.id)
+        if removed:
+            self._notify(
+                f"passkey notice for user {user.id}",
+                lambda mailer: mailer.send_passkey_changed(user.email, added=False),
+            )
+        return removed
+
     def delete_user(self, user: User) -> None:
         """Delete `user` and everything of theirs (the operator's delete-user too)."""
         self._db.delete_user(user.id)
@@ -1399,6 +1506,78 @@ def read_fields(
     return fields
 
 
+def is_json_or_empty(request: ApiRequest) -> bool:
+    """True for a JSON body, or no body at all (neither a length nor chunked)."""
+    if request.mimetype == "application/json":
+        return True
+    chunked = request.environ.get("wsgi.input_terminated")
+    return not request.mimetype and not request.content_length and not chunked
+
+
+def _plain_json(value: Any) -> Any:
+    """A JSON value with `_parse_json`'s pair lists made dicts again (a member sent
+    twice: the last one, as JSON parsers do)."""
+    if isinstance(value, _JsonPairs):
+        return {name: _plain_json(member) for name, member in value}
+    if isinstance(value, list):
+        return [_plain_json(item) for item in value]
+    return value
+
+
+def read_object_field(request: ApiRequest, body: bytes, name: str) -> dict[str, Any]:
+    """The JSON object `name` of a JSON body (a WebAuthn credential): present, an
+    object, sent once (or twice the same). Other encodings: 415."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send application/json")
+    values = [value for key, value in _parse_json(body) if key == name]
+    if not values:
+        raise BadRequest(f"{name} is required")
+    if any(value != values[0] for value in values):
+        raise BadRequest(f"{name} was sent more than once with different values")
+    if not isinstance(values[0], _JsonPairs):
+        raise BadRequest(f"{name} must be a JSON object")
+    try:
+        return _plain_json(values[0])
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+
+
+MAX_CHALLENGE_ID_CHARS = 100
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def valid_challenge_id(challenge_id: str) -> str:
+    """A challenge id as the options gave it: at most 100 characters."""
+    if len(challenge_id) > MAX_CHALLENGE_ID_CHARS:
+        raise BadRequest("challenge_id is not valid")
+    return challenge_id
+
+
+def passkey_name(name: str | None) -> str:
+    """A passkey's name: what the user typed, trimmed, 1 to 64 characters, one line;
+    "passkey" when none was given."""
+    if name is None:
+        return "passkey"
+    name = name.strip()
+    if len(name) > MAX_PASSKEY_NAME_CHARS:
+        raise BadRequest(f"name may be at most {MAX_PASSKEY_NAME_CHARS} characters")
+    if CONTROL_CHARACTERS.search(name):
+        raise BadRequest("name may not hold control characters")
+    return name
+
+
+def passkey_json(passkey: PasskeyRow) -> dict[str, Any]:
+    """A passkey as the API shows it: its handle, name and times, nothing of the key."""
+    return {
+        "id": passkey.public_id,
+        "name": passkey.name,
+        "created_at": iso_utc(passkey.created_at),
+        "last_used_at": (
+            None if passkey.last_used_at is None else iso_utc(passkey.last_used_at)
+        ),
+    }
+
+
 def lookup_email(email: str) -> str:
     """An email to look an account up by: without surrounding spaces, at most 254 characters.
 
@@ -1507,6 +1686,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidToken: (403, "reset token is not valid"),
     TwoFactorAlreadyOn: (400, "two-factor is already on; turn it off first"),
     TwoFactorOff: (400, "two-factor is not on"),
+    TooManyPasskeys: (400, f"at most {MAX_PASSKEYS} passkeys"),
+    UnknownPasskey: (404, "no such passkey"),
     NoPendingSetUp: (400, "no two-factor set-up is waiting; start one first"),
     DeliveryFailed: (503, "could not send the email; try again later"),
     DatabaseBusy: (503, "the service is busy; try again in a moment"),
@@ -1689,6 +1870,25 @@ URL_MAP = Map(
         Rule(
             "/account/recovery_codes", methods=["POST"], endpoint="renew_recovery_codes"
         ),
+        Rule("/account/passkeys/options", methods=["POST"], endpoint="passkey_options"),
+        Rule("/account/passkeys", methods=["POST"], endpoint="add_passkey"),
+        Rule("/account/passkeys", methods=["GET"], endpoint="list_passkeys"),
+        Rule(
+            "/account/passkeys/<public_id>",
+            methods=["PATCH"],
+            endpoint="rename_passkey",
+        ),
+        Rule(
+            "/account/passkeys/<public_id>",
+            methods=["DELETE"],
+            endpoint="remove_passkey",
+        ),
+        Rule(
+            "/sessions/passkey/options",
+            methods=["POST"],
+            endpoint="passkey_login_options",
+        ),
+        Rule("/sessions/passkey", methods=["POST"], endpoint="passkey_login"),
         # The pages (pages.py): HTML forms over the routes above.
         Rule("/ui/style.css", methods=["GET"], endpoint="ui_style"),
         Rule("/ui/signup", methods=["GET"], endpoint="ui_signup_form"),
@@ -1748,6 +1948,19 @@ def docs_assets() -> dict[str, Path]:
 # request (a hostile page would spread them over its visitors' addresses, past every
 # per-client limit).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The passkey routes take JSON bodies only (SPEC "Passkeys"): a credential is a JSON
+# document (WebAuthn's toJSON()), which no form encoding carries. The pages call the
+# handlers with their forms directly (rename, remove); the API refuses the rest with 415.
+JSON_ONLY_ENDPOINTS = frozenset(
+    {
+        "passkey_options",
+        "add_passkey",
+        "rename_passkey",
+        "remove_passkey",
+        "passkey_login_options",
+        "passkey_login",
+    }
+)
 
 # Endpoints whose answer carries or depends on a session or a token: `Cache-Control:
 # no-store`, so neither the browser nor a proxy keeps a copy of it on disk.
@@ -1772,10 +1985,17 @@ COOKIE_ENDPOINTS = frozenset(
         "enable_two_factor",
         "disable_two_factor",
         "renew_recovery_codes",
+        "passkey_options",
+        "add_passkey",
+        "list_passkeys",
+        "rename_passkey",
+        "remove_passkey",
     }
 )
 NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
     "login",
+    "passkey_login_options",  # a challenge, for one ceremony
+    "passkey_login",
     "reset_token",
     "update_password",
     "health",  # a stale "ok" from a cache would hide an outage from the load balancer
@@ -2223,7 +2443,7 @@ class AuthApp:
                 "created_at": iso_utc(user.created_at or 0),
                 "two_factor": two_factor,
                 "recovery_codes_left": codes_left,
-                "passkeys": 0,
+                "passkeys": self.auth.passkeys.count(user.id),
                 "pending_email": user.pending_email,
             }
         )
@@ -2428,6 +2648,117 @@ class AuthApp:
         self.audit(request, "recovery_codes", "ok", user=user)
         return json_response({"recovery_codes": codes})
 
+    # -- passkeys (SPEC v3 "Passkeys")
+
+    def object_field(self, request: ApiRequest, name: str) -> dict[str, Any]:
+        """The JSON object `name` of the request's body (`read_object_field`)."""
+        if request.body is None:
+            request.body = read_body(request, self.config.body_timeout)
+        return read_object_field(request, request.body, name)
+
+    def on_passkey_options(self, request: ApiRequest) -> Response:
+        """POST /account/passkeys/options: the password (and code); a challenge and
+        the options for navigator.credentials.create()."""
+        user, _ = self.current_session(request)
+        password, code = self.reauthenticated_fields(request)
+        try:
+            with self.reauthentication(request, user, "passkey_options"):
+                ceremony = self.auth.passkey_options(
+                    user, password, client_address(request), code
+                )
+        except TooManyPasskeys:
+            self.audit(request, "passkey_options", "limit", user=user)
+            raise
+        self.audit(request, "passkey_options", "ok", user=user)
+        return json_response(
+            {"challenge_id": ceremony.challenge_id, "options": ceremony.options}
+        )
+
+    def on_add_passkey(self, request: ApiRequest) -> Response:
+        """POST /account/passkeys: the challenge's id and the credential the browser
+        made; the new passkey."""
+        user, _ = self.current_session(request)
+        fields = self.body_fields(request, "challenge_id", optional=("name",))
+        challenge_id = valid_challenge_id(fields["challenge_id"])
+        name = passkey_name(fields.get("name"))
+        credential = self.object_field(request, "credential")
+        try:
+            passkey = self.auth.add_passkey(user, challenge_id, credential, name)
+        except PasskeyRefused as refused:
+            self.audit(request, "passkey_add", "refused", user=user)
+            return json_response({"message": str(refused)}, 400)
+        except TooManyPasskeys:
+            self.audit(request, "passkey_add", "limit", user=user)
+            raise
+        self.audit(request, "passkey_add", "ok", user=user)
+        return json_response(passkey_json(passkey))
+
+    def on_list_passkeys(self, request: ApiRequest) -> Response:
+        """GET /account/passkeys: the user's passkeys, oldest first."""
+        user, _ = self.current_session(request)
+        passkeys = self.auth.passkeys.of(user.id)
+        return json_response({"passkeys": [passkey_json(p) for p in passkeys]})
+
+    def on_rename_passkey(self, request: ApiRequest, public_id: str) -> Response:
+        """PATCH /account/passkeys/<id>: a new name (404 for another user's)."""
+        user, _ = self.current_session(request)
+        name = passkey_name(self.body_fields(request, "name")["name"])
+        renamed = self.auth.passkeys.rename(user.id, public_id, name)
+        self.audit(request, "passkey_rename", "ok", user=user)
+        return json_response(passkey_json(renamed))
+
+    def on_remove_passkey(self, request: ApiRequest, public_id: str) -> Response:
+        """DELETE /account/passkeys/<id>: the password (and code); the passkey goes."""
+        user, _ = self.current_session(request)
+        password, code = self.reauthenticated_fields(request)
+        try:
+            with self.reauthentication(request, user, "passkey_remove"):
+                self.auth.remove_passkey(
+                    user, public_id, password, client_address(request), code
+                )
+        except UnknownPasskey:
+            self.audit(request, "passkey_remove", "unknown", user=user)
+            raise
+        self.audit(request, "passkey_remove", "ok", user=user)
+        return json_response({"message": "passkey removed"})
+
+    def on_passkey_login_options(self, request: ApiRequest) -> Response:
+        """POST /sessions/passkey/options: a challenge and the options for
+        navigator.credentials.get(), no cookie needed."""
+        try:
+            ceremony = self.auth.passkey_login_options(client_address(request))
+        except LoginThrottled:
+            self.audit(request, "passkey_login", "throttled")
+            raise
+        return json_response(
+            {"challenge_id": ceremony.challenge_id, "options": ceremony.options}
+        )
+
+    def on_passkey_login(self, request: ApiRequest) -> Response:
+        """POST /sessions/passkey: the challenge's id and the signed assertion; the
+        session cookie, as a password login gives."""
+        fields = self.body_fields(request, "challenge_id")
+        challenge_id = valid_challenge_id(fields["challenge_id"])
+        credential = self.object_field(request, "credential")
+        user_agent, ip = device_of(request)
+        try:
+            user, session_id = self.auth.log_in_with_passkey(
+                challenge_id, credential, user_agent, ip
+            )
+        except PasskeyRefused:
+            self.audit(request, "passkey_login", "refused")
+            return self._unauthorized({"message": PASSKEY_LOGIN_REFUSED})
+        except LoginThrottled:
+            self.audit(request, "passkey_login", "throttled")
+            raise
+        except EmailNotVerified:
+            self.audit(request, "passkey_login", "unverified")
+            raise
+        self.audit(request, "passkey_login", "ok", user=user)
+        response = json_response({"email": user.email, "message": "logged in"})
+        self.set_session_cookie(response, session_id)
+        return response
+
     def on_password_policy(self, request: ApiRequest) -> Response:
         """GET /account/password_policy: the rules a new password must pass, so a page
         can tell the user before they submit (no cookie needed)."""
@@ -2517,6 +2848,10 @@ class AuthApp:
         except HTTPException as error:  # 404, 405
             return http_error_response(error, request.environ)
         request.route = endpoint
+        if endpoint in JSON_ONLY_ENDPOINTS and not is_json_or_empty(request):
+            return http_error_response(
+                UnsupportedMediaType("send application/json"), request.environ
+            )
         if endpoint.startswith("ui_"):
             response = self.pages.show(request, endpoint, arguments)
         else:

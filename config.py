@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -95,6 +96,11 @@ class Config:
     ] = ()  # other origins whose pages may log in and out
     secret_key: str = dataclasses.field(default="", repr=False)  # keys the audit hash
     totp_issuer: str = "authsvc"  # the service's name in authenticator apps
+    # Passkeys: the WebAuthn relying party's id (the site's domain) and the origins the
+    # ceremonies may come from. "" and () in course mode: "localhost", and any
+    # http(s)://localhost origin, whatever its port; production requires both.
+    webauthn_rp_id: str = ""
+    webauthn_origins: tuple[str, ...] = ()
     reset_delivery: str = "response"  # or "smtp"
     smtp_host: str = "localhost"
     smtp_port: int = 25
@@ -200,6 +206,7 @@ class Config:
             allowed_origins=_allowed_origins(environ),
             secret_key=_secret_key(environ),
             totp_issuer=_totp_issuer(environ, defaults.totp_issuer),
+            **_webauthn_settings(environ),
             login_window=_env_int(
                 environ,
                 "AUTHSVC_LOGIN_WINDOW",
@@ -234,6 +241,13 @@ SMTP_DELIVERY_NEEDED = (
     "anyone who knows an email could take the account"
 )
 SENDER_NEEDED = "must be set: the sender address of every mail"
+RP_ID_NEEDED = (
+    "must be set: the site's domain (e.g. example.com) that passkeys are bound to"
+)
+ORIGINS_NEEDED = (
+    "must be set: the https origins (e.g. https://auth.example.com) passkey "
+    "ceremonies come from"
+)
 LONGER_PASSWORDS_NEEDED = (
     f"must be at least {PRODUCTION_MIN_PASSWORD_LENGTH} (NIST SP 800-63B-4)"
 )
@@ -260,6 +274,8 @@ def production_problems(config: Config) -> list[tuple[str, str]]:
             "AUTHSVC_PASSWORD_MIN_LENGTH",
             LONGER_PASSWORDS_NEEDED,
         ),
+        (bool(config.webauthn_rp_id), "AUTHSVC_WEBAUTHN_RP_ID", RP_ID_NEEDED),
+        (bool(config.webauthn_origins), "AUTHSVC_WEBAUTHN_ORIGINS", ORIGINS_NEEDED),
     ]
     return [(name, why) for passes, name, why in checks if not passes]
 
@@ -450,6 +466,42 @@ def _allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
                 f"https://app.example.com (scheme, host, optional port), got {origin!r}"
             )
     return origins
+
+
+# A relying party id is a domain name (WebAuthn: never an IP address), or localhost.
+RP_ID_SHAPE = re.compile(
+    r"localhost|(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
+)
+COURSE_RP_ID = "localhost"
+
+
+def _webauthn_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """AUTHSVC_WEBAUTHN_RP_ID and AUTHSVC_WEBAUTHN_ORIGINS, checked together: the id a
+    domain name (or localhost); each origin on that domain or one of its subdomains
+    (WebAuthn ties a passkey to its RP id, and a browser refuses a ceremony from any
+    other host) and https, unless it is on localhost (a browser's one secure context
+    over http)."""
+    rp_id = environ.get("AUTHSVC_WEBAUTHN_RP_ID", "").strip().lower()
+    if rp_id and not RP_ID_SHAPE.fullmatch(rp_id):
+        raise ConfigError(
+            "AUTHSVC_WEBAUTHN_RP_ID must be the site's domain name, like example.com "
+            f"(no scheme, port or IP address), got {rp_id!r}"
+        )
+    raw = environ.get("AUTHSVC_WEBAUTHN_ORIGINS", "")
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    domain = rp_id or COURSE_RP_ID
+    for origin in origins:
+        host = urlsplit(origin).hostname if ORIGIN_SHAPE.fullmatch(origin) else None
+        on_domain = host is not None and (host == domain or host.endswith("." + domain))
+        secure = origin.startswith("https://") or host == "localhost"
+        if not (on_domain and secure):
+            raise ConfigError(
+                "AUTHSVC_WEBAUTHN_ORIGINS must be comma-separated https origins on "
+                f"AUTHSVC_WEBAUTHN_RP_ID's domain ({domain}) or its subdomains, like "
+                f"https://auth.{domain if domain != 'localhost' else 'example.com'}, "
+                f"got {origin!r}"
+            )
+    return {"webauthn_rp_id": rp_id, "webauthn_origins": origins}
 
 
 def _secret_key(environ: Mapping[str, str]) -> str:

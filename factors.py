@@ -1,10 +1,12 @@
-"""Second factors: TOTP codes (RFC 6238) and recovery codes.
+"""Second factors: TOTP codes (RFC 6238) and recovery codes; passkeys (WebAuthn).
 
-What a factor is, how a code is checked, how a secret is kept at rest. The rows live in
-store.py (tables two_factor, recovery_codes, mfa_tokens); `authsvc.Auth` decides when a
-code is asked for. The libraries: pyotp computes the codes (SHA-1, 6 digits, 30 s steps,
-as every authenticator app expects), segno draws the QR code, `cryptography` seals the
-secret (AES-256-GCM under a key derived with HKDF from AUTHSVC_SECRET_KEY).
+What a factor is, how a code or a passkey is checked, how a secret is kept at rest. The
+rows live in store.py (tables two_factor, recovery_codes, mfa_tokens, passkeys,
+webauthn_challenges); `authsvc.Auth` decides when a factor is asked for. The libraries:
+pyotp computes the codes (SHA-1, 6 digits, 30 s steps, as every authenticator app
+expects), segno draws the QR code, `cryptography` seals the secret (AES-256-GCM under a
+key derived with HKDF from AUTHSVC_SECRET_KEY), py_webauthn (`webauthn`) checks the
+passkeys' ceremonies (WebAuthn Level 2/3: client data, authenticator data, signatures).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import binascii
 import hashlib
 import hmac
 import io
+import json
 import logging
 import os
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyotp
 import segno
@@ -28,8 +32,23 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
 
-from store import Store
+from store import PasskeyRow, Store
 
 logger = logging.getLogger("authsvc")
 
@@ -363,3 +382,299 @@ class TwoFactor:
 def _sha256(text: str) -> str:
     """SHA-256 in hex: what the database keeps of an mfa_token."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# =============================================================================================
+# Passkeys (WebAuthn): discoverable credentials with user verification
+# =============================================================================================
+
+# A ceremony's challenge lives 5 minutes and is used once; the browser is told the same
+# (the options' timeout, in milliseconds).
+CHALLENGE_TTL = 5 * 60
+CHALLENGE_BYTES = 32
+MAX_PASSKEYS = 10
+MAX_PASSKEY_NAME_CHARS = 64
+# WebAuthn: a credential id is at most 1023 bytes.
+MAX_CREDENTIAL_ID_BYTES = 1023
+# Course mode's relying party: the browser's one secure context over http, on any port.
+COURSE_RP_ID = "localhost"
+LOCALHOST_ORIGIN = re.compile(r"https?://localhost(:[0-9]{1,5})?")
+REGISTER, LOGIN = "register", "login"
+# One answer for every login that does not verify (unknown credential, wrong origin,
+# replayed challenge...): which check failed would help nobody but an attacker.
+PASSKEY_LOGIN_REFUSED = "the passkey was not accepted"
+
+
+class PasskeyRefused(Exception):
+    """A ceremony that does not verify; its message is the one the client is shown."""
+
+
+class TooManyPasskeys(Exception):
+    """The user already has MAX_PASSKEYS passkeys."""
+
+
+class UnknownPasskey(LookupError):
+    """No passkey of this user has that id."""
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """What an options route hands back: the challenge's id, to send with the answer,
+    and the options for navigator.credentials (WebAuthn Level 3's JSON form)."""
+
+    challenge_id: str
+    options: dict[str, Any]
+
+
+def user_handle(user_id: int) -> bytes:
+    """The WebAuthn user handle of a user: their id, which is no personal data
+    (WebAuthn asks that the handle hold none: no email)."""
+    return str(user_id).encode("ascii")
+
+
+class Passkeys:
+    """Passkeys for `Auth`: registration, the passwordless login, the user's list.
+
+    The server makes each challenge and keeps it (a row under its id's digest), bound to
+    its ceremony and, for a registration, to the user; spending it is one DELETE, so a
+    challenge is used once on any worker or host. The signature counter is stored and
+    moved on by one conditional UPDATE.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        rp_id: str,
+        origins: tuple[str, ...],
+        rp_name: str,
+        clock: Callable[[], float],
+    ) -> None:
+        """Bind passkeys to `rp_id` (course mode: localhost), accept ceremonies from
+        `origins` (course mode, when none: any localhost origin)."""
+        self._db = store
+        self.rp_id = rp_id or COURSE_RP_ID
+        self._origins = origins
+        self._rp_name = rp_name
+        self._clock = clock
+
+    def _new_challenge(self, purpose: str, user_id: int | None) -> tuple[str, bytes]:
+        """A random challenge kept for CHALLENGE_TTL: (its id, the challenge)."""
+        challenge_id = secrets.token_urlsafe(32)
+        challenge = secrets.token_bytes(CHALLENGE_BYTES)
+        self._db.add_challenge(
+            _sha256(challenge_id),
+            bytes_to_base64url(challenge),
+            purpose,
+            user_id,
+            self._clock() + CHALLENGE_TTL,
+        )
+        return challenge_id, challenge
+
+    def _spend_challenge(
+        self, challenge_id: str, purpose: str, user_id: int | None
+    ) -> bytes | None:
+        """The live challenge of this id made for `purpose` (and user), taken; or None."""
+        stored = self._db.spend_challenge(
+            _sha256(challenge_id), purpose, user_id, self._clock()
+        )
+        return None if stored is None else base64url_to_bytes(stored)
+
+    def _expected_origins(self, credential: Mapping[str, Any]) -> list[str]:
+        """The origins a ceremony may come from: the configured ones; in course mode,
+        without any, the origin the client data names when it is on localhost."""
+        if self._origins:
+            return list(self._origins)
+        try:
+            client_data = json.loads(
+                base64url_to_bytes(credential["response"]["clientDataJSON"])
+            )
+            origin = client_data["origin"]
+        except Exception:  # noqa: BLE001 - any malformed client data: no origin at all
+            return []
+        if isinstance(origin, str) and LOCALHOST_ORIGIN.fullmatch(origin):
+            return [origin]
+        return []
+
+    # -- registration
+
+    def registration_options(self, user_id: int, email: str) -> Ceremony:
+        """Options to create a passkey for the user: a discoverable credential with user
+        verification, attestation none, none of the user's registered ones again.
+        TooManyPasskeys at the limit (before a challenge is made)."""
+        existing = self._db.passkeys_of(user_id)
+        if len(existing) >= MAX_PASSKEYS:
+            raise TooManyPasskeys(f"at most {MAX_PASSKEYS} passkeys")
+        challenge_id, challenge = self._new_challenge(REGISTER, user_id)
+        options = generate_registration_options(
+            rp_id=self.rp_id,
+            rp_name=self._rp_name,
+            user_name=email,
+            user_id=user_handle(user_id),
+            user_display_name=email,
+            challenge=challenge,
+            timeout=CHALLENGE_TTL * 1000,
+            attestation=AttestationConveyancePreference.NONE,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED,
+                require_resident_key=True,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            exclude_credentials=[
+                PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id))
+                for p in existing
+            ],
+        )
+        return Ceremony(challenge_id, json.loads(options_to_json(options)))
+
+    def register(
+        self,
+        user_id: int,
+        challenge_id: str,
+        credential: Mapping[str, Any],
+        name: str,
+    ) -> PasskeyRow:
+        """Verify a new credential against the user's registration challenge and keep
+        it. PasskeyRefused (a challenge not live, not this user's, or a credential that
+        does not verify, or is registered already); TooManyPasskeys."""
+        challenge = self._spend_challenge(challenge_id, REGISTER, user_id)
+        if challenge is None:
+            raise PasskeyRefused("the challenge is not valid; ask for new options")
+        try:
+            verified = verify_registration_response(
+                credential=dict(credential),
+                expected_challenge=challenge,
+                expected_rp_id=self.rp_id,
+                expected_origin=self._expected_origins(credential),
+                require_user_verification=True,
+            )
+        except Exception as error:  # noqa: BLE001 - see _refused
+            raise _refused(error, "the passkey did not verify") from None
+        if len(verified.credential_id) > MAX_CREDENTIAL_ID_BYTES:
+            raise PasskeyRefused("the passkey did not verify")
+        now = self._clock()
+        passkey = PasskeyRow(
+            id=0,
+            public_id=secrets.token_hex(16),
+            user_id=user_id,
+            credential_id=bytes_to_base64url(verified.credential_id),
+            public_key=bytes_to_base64url(verified.credential_public_key),
+            sign_count=verified.sign_count,
+            name=name,
+            created_at=now,
+            last_used_at=None,
+        )
+        added = self._db.add_passkey(passkey, MAX_PASSKEYS)
+        if added == "limit":
+            raise TooManyPasskeys(f"at most {MAX_PASSKEYS} passkeys")
+        if added == "taken":
+            raise PasskeyRefused("this passkey is already registered")
+        return passkey
+
+    # -- the passwordless login
+
+    def login_options(self) -> Ceremony:
+        """Options to log in with any passkey of this site: no allowCredentials (the
+        authenticator offers the user's discoverable ones), user verification required."""
+        challenge_id, challenge = self._new_challenge(LOGIN, None)
+        options = generate_authentication_options(
+            rp_id=self.rp_id,
+            challenge=challenge,
+            timeout=CHALLENGE_TTL * 1000,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        as_json = json.loads(options_to_json(options))
+        as_json.pop("allowCredentials", None)  # none: any passkey of this site
+        return Ceremony(challenge_id, as_json)
+
+    def authenticate(self, challenge_id: str, credential: Mapping[str, Any]) -> int:
+        """Verify a login assertion: the id of the passkey's user. The challenge is
+        spent first (a replay finds none); the signature is checked with the stored
+        public key, the user handle against the passkey's user, the counter against
+        the stored one and moved on conditionally. PasskeyRefused, with one message."""
+        challenge = self._spend_challenge(challenge_id, LOGIN, None)
+        if challenge is None:
+            raise PasskeyRefused(PASSKEY_LOGIN_REFUSED)
+        passkey = self._passkey_of(credential)
+        if passkey is None:
+            raise PasskeyRefused(PASSKEY_LOGIN_REFUSED)
+        try:
+            verified = verify_authentication_response(
+                credential=dict(credential),
+                expected_challenge=challenge,
+                expected_rp_id=self.rp_id,
+                expected_origin=self._expected_origins(credential),
+                credential_public_key=base64url_to_bytes(passkey.public_key),
+                credential_current_sign_count=passkey.sign_count,
+                require_user_verification=True,
+            )
+            handle = credential["response"].get("userHandle")
+        except Exception as error:  # noqa: BLE001 - see _refused
+            raise _refused(error, PASSKEY_LOGIN_REFUSED) from None
+        if handle is not None and (
+            not isinstance(handle, str)
+            or _base64url_or_none(handle) != user_handle(passkey.user_id)
+        ):
+            raise PasskeyRefused(PASSKEY_LOGIN_REFUSED)
+        if not self._db.use_passkey(
+            passkey.id, passkey.sign_count, verified.new_sign_count, self._clock()
+        ):
+            raise PasskeyRefused(PASSKEY_LOGIN_REFUSED)
+        return passkey.user_id
+
+    def _passkey_of(self, credential: Mapping[str, Any]) -> PasskeyRow | None:
+        """The registered passkey the assertion names (its rawId), or None."""
+        raw_id = credential.get("rawId", credential.get("id"))
+        if not isinstance(raw_id, str):
+            return None
+        raw = _base64url_or_none(raw_id)
+        if raw is None or not 0 < len(raw) <= MAX_CREDENTIAL_ID_BYTES:
+            return None
+        return self._db.passkey_by_credential(bytes_to_base64url(raw))
+
+    # -- the user's list
+
+    def of(self, user_id: int) -> list[PasskeyRow]:
+        """The user's passkeys, oldest first."""
+        return self._db.passkeys_of(user_id)
+
+    def count(self, user_id: int) -> int:
+        """How many passkeys the user has (GET /account)."""
+        return self._db.count_passkeys(user_id)
+
+    def rename(self, user_id: int, public_id: str, name: str) -> PasskeyRow:
+        """Rename one of the user's passkeys. UnknownPasskey for any other id."""
+        renamed = self._db.rename_passkey(user_id, public_id, name)
+        if renamed is None:
+            raise UnknownPasskey("no such passkey")
+        return renamed
+
+    def remove(self, user_id: int, public_id: str) -> None:
+        """Remove one of the user's passkeys. UnknownPasskey for any other id."""
+        if not self._db.delete_passkey(user_id, public_id):
+            raise UnknownPasskey("no such passkey")
+
+    def remove_all(self, user_id: int) -> int:
+        """Remove every passkey of the user (the operator's two-factor-off --passkeys)."""
+        return self._db.delete_passkeys_of(user_id)
+
+
+def _refused(error: Exception, message: str) -> PasskeyRefused:
+    """A ceremony py_webauthn did not accept, as PasskeyRefused with `message`.
+
+    The library parses what the client sent (JSON, base64url, CBOR, COSE keys) and, on
+    bytes it cannot parse, raises whatever its parser raises (its own exceptions, but
+    also KeyError, ValueError, TypeError, CBOR errors...): each is a credential that
+    does not verify, never a 500. Logged by class, never by text (the text can quote
+    the client's bytes)."""
+    logger.info("passkey ceremony refused: %s", type(error).__name__)
+    return PasskeyRefused(message)
+
+
+def _base64url_or_none(text: str) -> bytes | None:
+    """The bytes of a base64url string (padding optional), or None if it is not one."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+        return None
+    try:
+        return base64url_to_bytes(text)
+    except (ValueError, binascii.Error):
+        return None

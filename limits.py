@@ -158,6 +158,36 @@ class Limits:
             self._db.uncount_client_attempt("login_client", key)
         self._db.clear_login_attempts(email)
 
+    def count_passkey_login(self, address: str) -> None:
+        """Count a passwordless login's start (its options, a challenge row) as a login
+        attempt of the client: AUTHSVC_CLIENT_MAX_LOGINS, LoginThrottled past it."""
+        self.count_client(
+            "login_all",
+            address,
+            self._config.client_max_logins,
+            self._config.login_window,
+            "too many logins from this address; try again later",
+            LoginThrottled,
+        )
+
+    def count_passkey_failure(self, address: str) -> None:
+        """Count a passkey login as a failure of the client before it is checked
+        (AUTHSVC_CLIENT_MAX_FAILURES, LoginThrottled past it); `forget_client_failure`
+        takes it back when it succeeds. No email is known: no per-email count."""
+        self.count_client(
+            "login_client",
+            address,
+            self._config.client_max_failures,
+            self._config.login_window,
+            FROM_HERE,
+            LoginThrottled,
+        )
+
+    def forget_client_failure(self, address: str) -> None:
+        """Take a login that succeeded back from the client's failures."""
+        for key, _ in client_keys(address):
+            self._db.uncount_client_attempt("login_client", key)
+
     def count_sign_up(self, address: str) -> None:
         """Count a sign-up from the client; Throttled past
         AUTHSVC_CLIENT_MAX_REGISTRATIONS an hour."""

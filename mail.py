@@ -184,6 +184,18 @@ class Mailer:
             subject=f"Your authsvc two-factor login was turned {'on' if now_on else 'off'}",
         )
 
+    def send_passkey_changed(self, to: str, added: bool) -> None:
+        """Tell `to` that a passkey was just added to its account, or removed (never
+        which key or device). Raises DeliveryFailed."""
+        what = "added to" if added else "removed from"
+        self._send(
+            to,
+            f"A passkey was just {what} your authsvc account. If you did this, nothing\n"
+            "more is needed. If you did not, someone else holds your account: contact\n"
+            "the service's operator now.\n",
+            subject=f"A passkey was {what} your authsvc account",
+        )
+
     def send_recovery_code_used(self, to: str, codes_left: int) -> None:
         """Tell `to` that one of its recovery codes was just used, and how many are left
         (never which one). Raises DeliveryFailed."""

@@ -142,6 +142,24 @@ EVENTS = {
         ["outcome"],
         registry=_REGISTRY,
     ),
+    "passkey_add": Counter(
+        "authsvc_passkey_registrations",
+        "Passkeys registered by outcome (ok, refused, limit).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "passkey_remove": Counter(
+        "authsvc_passkey_removals",
+        "Passkeys removed by outcome (ok, unknown, wrong_password, ...).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
+    "passkey_login": Counter(
+        "authsvc_passkey_logins",
+        "Logins with a passkey by outcome (ok, refused, throttled, unverified).",
+        ["outcome"],
+        registry=_REGISTRY,
+    ),
     "recovery_code": Counter(
         "authsvc_recovery_codes_used",
         "Recovery codes used in place of a two-factor code (outcome: used).",

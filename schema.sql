@@ -280,3 +280,39 @@ CREATE TABLE IF NOT EXISTS mfa_tokens (
 );
 
 CREATE INDEX IF NOT EXISTS mfa_tokens_user ON mfa_tokens (user_id);
+
+-- @migration 11: passkeys (WebAuthn credentials) and the challenges of their ceremonies
+-- One row per passkey: a discoverable credential with user verification, registered by
+-- POST /account/passkeys. `public_id` is the handle the API shows (random, opens
+-- nothing); `credential_id` the authenticator's id of it (base64url), which belongs to
+-- one user only (unique); `public_key` its COSE public key (base64url): a public key,
+-- nothing secret is stored. `sign_count` is the authenticator's signature counter as
+-- last seen: a login whose counter does not go up (when it counts at all) is refused.
+CREATE TABLE IF NOT EXISTS passkeys (
+    id INTEGER PRIMARY KEY,
+    public_id VARCHAR(32) NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    credential_id VARCHAR(1400) NOT NULL UNIQUE,
+    public_key VARCHAR(1400) NOT NULL,
+    sign_count INTEGER NOT NULL DEFAULT 0,
+    name VARCHAR(64) NOT NULL,
+    created_at REAL NOT NULL,
+    last_used_at REAL
+);
+
+CREATE INDEX IF NOT EXISTS passkeys_user ON passkeys (user_id);
+
+-- A ceremony's challenge, made by the server: the SHA-256 of the challenge_id the
+-- client holds, the challenge itself (base64url; it is sent in the options anyway),
+-- what it is for ('register' or 'login'), for a registration the user, and until when
+-- (5 minutes). Single use: the ceremony that spends it deletes it.
+CREATE TABLE IF NOT EXISTS webauthn_challenges (
+    digest VARCHAR(64) PRIMARY KEY,
+    challenge VARCHAR(100) NOT NULL,
+    purpose VARCHAR(16) NOT NULL,
+    user_id INTEGER REFERENCES users (id) ON DELETE CASCADE,
+    expires_at REAL NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS webauthn_challenges_expiry ON webauthn_challenges (expires_at);
+CREATE INDEX IF NOT EXISTS webauthn_challenges_user ON webauthn_challenges (user_id);

@@ -211,6 +211,27 @@ TWO_FACTOR_COLUMNS: tuple[str, ...] = tuple(
     field.name for field in dataclasses.fields(TwoFactorRow)
 )
 
+
+@dataclasses.dataclass(frozen=True)
+class PasskeyRow:
+    """One row of `passkeys` (migration 11): a registered WebAuthn credential. Its
+    public key is public; nothing here opens anything without the authenticator."""
+
+    id: int
+    public_id: str
+    user_id: int
+    credential_id: str
+    public_key: str
+    sign_count: int
+    name: str
+    created_at: float
+    last_used_at: float | None
+
+
+PASSKEY_COLUMNS: tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(PasskeyRow)
+)
+
 # What `copy_into` copies, in an order that keeps foreign keys satisfied; each table in
 # the order of its first column (its key). Two-factor goes with the account: a copy
 # without it would let its users log in with the password alone.
@@ -220,6 +241,7 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
     "reset_tokens": RESET_TOKEN_COLUMNS,
     "two_factor": TWO_FACTOR_COLUMNS,
     "recovery_codes": ("digest", "user_id"),
+    "passkeys": PASSKEY_COLUMNS,
 }
 # Columns SQLite stores as INTEGER 0/1 and PostgreSQL as BOOLEAN (which takes no integer).
 BOOLEAN_COLUMNS = {"users": ("email_verified",)}
@@ -1657,6 +1679,144 @@ class Store:
             self._execute(conn, "DELETE FROM mfa_tokens WHERE user_id = ?", (user_id,))
 
     # ====================================================================================
+    # passkeys, webauthn_challenges: WebAuthn credentials and their ceremonies' challenges
+    # (factors.Passkeys decides what is checked; here each "once only" is one statement)
+    # ====================================================================================
+
+    def add_challenge(
+        self,
+        digest: str,
+        challenge: str,
+        purpose: str,
+        user_id: int | None,
+        expires_at: float,
+    ) -> None:
+        """Keep a ceremony's challenge until `expires_at`, under its id's digest."""
+        with self.transaction(), self._conn() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO webauthn_challenges"
+                " (digest, challenge, purpose, user_id, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (digest, challenge, purpose, user_id, expires_at),
+            )
+
+    def spend_challenge(
+        self, digest: str, purpose: str, user_id: int | None, now: float
+    ) -> str | None:
+        """Delete the live challenge of this digest made for `purpose` (and, for a
+        registration, for `user_id`): the challenge, or None when there is no such live
+        one. Of two ceremonies racing with one challenge, one gets it."""
+        holder = "user_id IS NULL" if user_id is None else "user_id = ?"
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "DELETE FROM webauthn_challenges WHERE digest = ? AND purpose = ?"
+                f" AND {holder} AND expires_at > ? RETURNING challenge",
+                (digest, purpose, *(() if user_id is None else (user_id,)), now),
+            ).fetchall()
+        return rows[0]["challenge"] if rows else None
+
+    def passkeys_of(self, user_id: int) -> list[PasskeyRow]:
+        """The user's passkeys, oldest first."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT {', '.join(PASSKEY_COLUMNS)} FROM passkeys"
+                " WHERE user_id = ? ORDER BY created_at, id",
+                (user_id,),
+            ).fetchall()
+        return [PasskeyRow(*(row[c] for c in PASSKEY_COLUMNS)) for row in rows]
+
+    def count_passkeys(self, user_id: int) -> int:
+        """How many passkeys the user has."""
+        with self._conn() as conn:
+            (row,) = self._execute(
+                conn, "SELECT COUNT(*) AS n FROM passkeys WHERE user_id = ?", (user_id,)
+            ).fetchall()
+        return int(row["n"])
+
+    def passkey_by_credential(self, credential_id: str) -> PasskeyRow | None:
+        """The passkey of this credential id (base64url), whoever holds it."""
+        with self._conn() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT {', '.join(PASSKEY_COLUMNS)} FROM passkeys"
+                " WHERE credential_id = ?",
+                (credential_id,),
+            ).fetchall()
+        return PasskeyRow(*(rows[0][c] for c in PASSKEY_COLUMNS)) if rows else None
+
+    def add_passkey(self, passkey: PasskeyRow, max_passkeys: int) -> str:
+        """Insert the passkey: "added"; "limit" when the user already has
+        `max_passkeys` (counted with the user's row locked, so two registrations
+        racing cannot both pass); "taken" when its credential id is registered."""
+        with self.transaction(), self._conn() as conn:
+            self._lock_user(conn, passkey.user_id)
+            (row,) = self._execute(
+                conn,
+                "SELECT COUNT(*) AS n FROM passkeys WHERE user_id = ?",
+                (passkey.user_id,),
+            ).fetchall()
+            if row["n"] >= max_passkeys:
+                return "limit"
+            columns = PASSKEY_COLUMNS[1:]
+            inserted = self._execute(
+                conn,
+                f"INSERT INTO passkeys ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' for _ in columns)})"
+                " ON CONFLICT (credential_id) DO NOTHING RETURNING id",
+                tuple(getattr(passkey, c) for c in columns),
+            ).fetchall()
+        return "added" if inserted else "taken"
+
+    def use_passkey(
+        self, passkey_id: int, old_count: int, new_count: int, now: float
+    ) -> bool:
+        """Record a login with the passkey: its new signature counter and the time,
+        only if the counter is still `old_count` (True if this call recorded it). Of
+        two logins racing with one passkey and one counter value, one passes."""
+        with self.transaction(), self._conn() as conn:
+            changed = self._execute(
+                conn,
+                "UPDATE passkeys SET sign_count = ?, last_used_at = ?"
+                " WHERE id = ? AND sign_count = ?",
+                (new_count, now, passkey_id, old_count),
+            ).rowcount
+        return changed == 1
+
+    def rename_passkey(
+        self, user_id: int, public_id: str, name: str
+    ) -> PasskeyRow | None:
+        """Rename the user's passkey of this handle: the renamed row, or None when the
+        user has no such passkey (another user's is none of theirs)."""
+        with self.transaction(), self._conn() as conn:
+            rows = self._execute(
+                conn,
+                "UPDATE passkeys SET name = ? WHERE user_id = ? AND public_id = ?"
+                f" RETURNING {', '.join(PASSKEY_COLUMNS)}",
+                (name, user_id, public_id),
+            ).fetchall()
+        return PasskeyRow(*(rows[0][c] for c in PASSKEY_COLUMNS)) if rows else None
+
+    def delete_passkey(self, user_id: int, public_id: str) -> bool:
+        """Remove the user's passkey of this handle: True if there was one."""
+        with self.transaction(), self._conn() as conn:
+            deleted = self._execute(
+                conn,
+                "DELETE FROM passkeys WHERE user_id = ? AND public_id = ?",
+                (user_id, public_id),
+            ).rowcount
+        return deleted == 1
+
+    def delete_passkeys_of(self, user_id: int) -> int:
+        """Remove every passkey of the user (the operator's two-factor-off --passkeys)."""
+        with self.transaction(), self._conn() as conn:
+            return self._execute(
+                conn, "DELETE FROM passkeys WHERE user_id = ?", (user_id,)
+            ).rowcount
+
+    # ====================================================================================
     # login_attempts, reset_attempts, client_attempts: the request limits' counters
     # In the database, so every worker and host counts the same attempts (limits.py
     # decides what is counted and when a request is refused).
@@ -1780,6 +1940,7 @@ class Store:
                     "client_attempts",
                     "verification_codes",
                     "mfa_tokens",
+                    "webauthn_challenges",
                 )
             )
 
@@ -1884,6 +2045,9 @@ class Store:
             ),
             "mfa_tokens": self._delete_in_batches(
                 "mfa_tokens", "expires_at <= ?", (now,), batch, key="digest"
+            ),
+            "webauthn_challenges": self._delete_in_batches(
+                "webauthn_challenges", "expires_at <= ?", (now,), batch, key="digest"
             ),
             "two_factor_set_ups": self._delete_in_batches(
                 "two_factor",

@@ -1,0 +1,792 @@
+"""SPEC "Passkeys (WebAuthn)", clause by clause, with a software authenticator.
+
+In process on both backends with the fake clock: registration (re-authenticated), the
+list, renaming, removal (re-authenticated), the passwordless login and its session; and
+each way a ceremony must fail: another origin, another RP id, a replayed, expired or
+other user's challenge, one made for the other ceremony, a counter that goes back, an
+unknown credential, a user handle of someone else, no user verification, the 10-passkey
+limit, a credential registered twice. `softauthn.SoftPasskey` builds what an
+authenticator and a browser would send; the real browser's run is in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from typing import Any
+
+import pytest
+from conftest import FakeClock, assert_error, client_for, query, run_authsvc
+from softauthn import USER_PRESENT, SoftPasskey, b64url, unb64url
+from werkzeug.test import Client, TestResponse
+
+from authsvc import Auth, Config
+from factors import CHALLENGE_TTL, MAX_PASSKEYS, PASSKEY_LOGIN_REFUSED
+
+EMAIL = "bob@example.com"
+OTHER_EMAIL = "alice@example.com"
+PASSWORD = "s3cret pw"
+ORIGIN = "http://localhost"  # Werkzeug's test client's host: course mode's default
+
+
+def register_and_log_in(client: Client, email: str = EMAIL) -> Client:
+    assert (
+        client.post("/users", data={"email": email, "password": PASSWORD}).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/sessions", data={"email": email, "password": PASSWORD}
+        ).status_code
+        == 200
+    )
+    return client
+
+
+@pytest.fixture
+def bob(client: Client) -> Client:
+    """The test's client with Bob registered and logged in."""
+    return register_and_log_in(client)
+
+
+@pytest.fixture
+def alice(config: Config, clock: FakeClock) -> Client:
+    """Another user, on a client of her own."""
+    return register_and_log_in(client_for(config, clock), OTHER_EMAIL)
+
+
+def registration_options(client: Client, **fields: str) -> dict[str, Any]:
+    answer = client.post(
+        "/account/passkeys/options", json={"password": PASSWORD, **fields}
+    )
+    assert answer.status_code == 200, answer.json
+    return answer.json
+
+
+def add(
+    client: Client, key: SoftPasskey, name: str | None = "laptop", **bent: Any
+) -> TestResponse:
+    """Register `key` for the client's user: options, then the credential."""
+    ceremony = registration_options(client)
+    body: dict[str, Any] = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": key.create(ceremony["options"], **bent),
+    }
+    if name is not None:
+        body["name"] = name
+    return client.post("/account/passkeys", json=body)
+
+
+@pytest.fixture
+def key(bob: Client) -> SoftPasskey:
+    """A passkey registered for Bob."""
+    passkey = SoftPasskey()
+    assert add(bob, passkey).status_code == 200
+    return passkey
+
+
+def login_options(client: Client) -> dict[str, Any]:
+    answer = client.post("/sessions/passkey/options")
+    assert answer.status_code == 200, answer.json
+    return answer.json
+
+
+def passkey_login(client: Client, key: SoftPasskey, **bent: Any) -> TestResponse:
+    """Log in with `key`: options, then the signed assertion."""
+    ceremony = login_options(client)
+    return client.post(
+        "/sessions/passkey",
+        json={
+            "challenge_id": ceremony["challenge_id"],
+            "credential": key.get(ceremony["options"], **bent),
+        },
+    )
+
+
+@pytest.fixture
+def stranger(config: Config, clock: FakeClock) -> Client:
+    """A client without any cookie: another device."""
+    return client_for(config, clock)
+
+
+def passkey_rows(config: Config) -> list[tuple]:
+    return query(config.db, "SELECT * FROM passkeys ORDER BY id")
+
+
+# -- registration
+
+
+def test_the_options_ask_a_discoverable_user_verified_credential(bob: Client) -> None:
+    answer = bob.post("/account/passkeys/options", json={"password": PASSWORD})
+    assert answer.status_code == 200
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert set(answer.json) == {"challenge_id", "options"}
+    options = answer.json["options"]
+    assert options["rp"] == {"id": "localhost", "name": "authsvc"}
+    assert options["user"]["name"] == EMAIL
+    assert EMAIL.encode() not in unb64url(options["user"]["id"])  # no personal data
+    assert options["attestation"] == "none"
+    assert options["timeout"] == CHALLENGE_TTL * 1000 == 300_000
+    assert options["authenticatorSelection"]["residentKey"] == "required"
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    assert {"type": "public-key", "alg": -7} in options["pubKeyCredParams"]
+    assert len(options["challenge"]) >= 43  # 32 random bytes in base64url
+    assert options["excludeCredentials"] == []
+
+
+def test_a_passkey_is_registered_listed_and_counted(
+    bob: Client, config: Config, clock: FakeClock
+) -> None:
+    key = SoftPasskey()
+    added = add(bob, key, name="  work laptop  ")
+    assert added.status_code == 200, added.json
+    assert set(added.json) == {"id", "name", "created_at", "last_used_at"}
+    assert added.json["name"] == "work laptop"
+    listed = bob.get("/account/passkeys")
+    assert listed.status_code == 200
+    assert listed.headers["Cache-Control"] == "no-store"
+    assert listed.json == {"passkeys": [added.json]}
+    assert added.json["last_used_at"] is None
+    assert bob.get("/account").json["passkeys"] == 1
+    (row,) = passkey_rows(config)
+    assert key.id in row and added.json["id"] in row
+    # The next options leave this one out: the same authenticator is not asked twice.
+    again = registration_options(bob)["options"]["excludeCredentials"]
+    assert [entry["id"] for entry in again] == [key.id]
+    unnamed = add(bob, SoftPasskey(), name=None)
+    assert unnamed.json["name"] == "passkey"
+
+
+def test_registration_asks_the_password_and_counts_wrong_ones(
+    bob: Client, config: Config
+) -> None:
+    wrong = bob.post("/account/passkeys/options", json={"password": "wrong"})
+    assert assert_error(wrong, 401) == "wrong password"
+    assert "WWW-Authenticate" in wrong.headers
+    assert query(config.db, "SELECT * FROM webauthn_challenges") == []
+    nobody = client_for(config).post(
+        "/account/passkeys/options", json={"password": PASSWORD}
+    )
+    assert assert_error(nobody, 403) == "no valid session"
+
+
+def test_registration_asks_the_code_when_two_factor_is_on(
+    bob: Client, clock: FakeClock
+) -> None:
+    from test_two_factor import code_now, turn_on
+
+    secret, _ = turn_on(bob, clock)
+    missing = bob.post("/account/passkeys/options", json={"password": PASSWORD})
+    assert assert_error(missing, 401) == "two-factor code required"
+    ceremony = registration_options(bob, code=code_now(secret, clock))
+    assert "challenge_id" in ceremony
+
+
+def refused_registration(client: Client, config: Config, **bent: Any) -> str:
+    """Register a bent credential: the 400's message; no passkey stored."""
+    answer = add(client, SoftPasskey(), **bent)
+    message = assert_error(answer, 400)
+    assert passkey_rows(config) == []
+    return message
+
+
+def test_a_credential_from_another_origin_is_refused(
+    bob: Client, config: Config
+) -> None:
+    assert refused_registration(bob, config, origin="https://evil.example") == (
+        "the passkey did not verify"
+    )
+    assert refused_registration(bob, config, origin="http://localhost.evil.example")
+
+
+def test_a_credential_for_another_rp_id_is_refused(bob: Client, config: Config) -> None:
+    assert refused_registration(bob, config, rp_id="evil.example") == (
+        "the passkey did not verify"
+    )
+
+
+def test_a_credential_without_user_verification_is_refused(
+    bob: Client, config: Config
+) -> None:
+    assert refused_registration(bob, config, flags=USER_PRESENT)
+
+
+def test_a_registration_challenge_is_single_use(bob: Client, config: Config) -> None:
+    ceremony = registration_options(bob)
+    first = SoftPasskey().create(ceremony["options"])
+    body = {"challenge_id": ceremony["challenge_id"], "credential": first}
+    assert bob.post("/account/passkeys", json=body).status_code == 200
+    again = {**body, "credential": SoftPasskey().create(ceremony["options"])}
+    message = assert_error(bob.post("/account/passkeys", json=again), 400)
+    assert message == "the challenge is not valid; ask for new options"
+    assert len(passkey_rows(config)) == 1
+
+
+def test_a_registration_challenge_lives_five_minutes(
+    bob: Client, config: Config, clock: FakeClock
+) -> None:
+    for wait, status in ((CHALLENGE_TTL - 1, 200), (CHALLENGE_TTL, 400)):
+        ceremony = registration_options(bob)
+        clock.advance(wait)
+        body = {
+            "challenge_id": ceremony["challenge_id"],
+            "credential": SoftPasskey().create(ceremony["options"]),
+        }
+        assert bob.post("/account/passkeys", json=body).status_code == status
+
+
+def test_another_users_registration_challenge_is_refused(
+    bob: Client, alice: Client, config: Config
+) -> None:
+    ceremony = registration_options(alice)
+    body = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": SoftPasskey().create(ceremony["options"]),
+    }
+    message = assert_error(bob.post("/account/passkeys", json=body), 400)
+    assert message == "the challenge is not valid; ask for new options"
+    assert passkey_rows(config) == []
+    # Bob's attempt did not spend it: it is still Alice's.
+    assert alice.post("/account/passkeys", json=body).status_code == 200
+
+
+def test_a_login_challenge_does_not_register_nor_a_registration_one_log_in(
+    bob: Client, stranger: Client, config: Config
+) -> None:
+    login = login_options(stranger)
+    options = {
+        **registration_options(bob)["options"],
+        "challenge": login["options"]["challenge"],
+    }
+    body = {
+        "challenge_id": login["challenge_id"],
+        "credential": SoftPasskey().create(options),
+    }
+    assert assert_error(bob.post("/account/passkeys", json=body), 400)
+    key = SoftPasskey()
+    assert add(bob, key).status_code == 200
+    register = registration_options(bob)
+    assertion = key.get({"challenge": register["options"]["challenge"]})
+    answer = stranger.post(
+        "/sessions/passkey",
+        json={"challenge_id": register["challenge_id"], "credential": assertion},
+    )
+    assert assert_error(answer, 401) == PASSKEY_LOGIN_REFUSED
+
+
+def test_a_credential_id_belongs_to_one_user(
+    bob: Client, alice: Client, config: Config
+) -> None:
+    key = SoftPasskey()
+    assert add(bob, key).status_code == 200
+    copy = dataclasses.replace(key)
+    message = assert_error(add(alice, copy), 400)
+    assert message == "this passkey is already registered"
+    assert len(passkey_rows(config)) == 1
+
+
+def test_at_most_ten_passkeys(bob: Client, config: Config) -> None:
+    for _ in range(MAX_PASSKEYS - 1):
+        assert add(bob, SoftPasskey()).status_code == 200
+    # Two ceremonies begun at nine: the first to finish is the tenth, the other refused.
+    first, second = registration_options(bob), registration_options(bob)
+    for ceremony, status in ((first, 200), (second, 400)):
+        body = {
+            "challenge_id": ceremony["challenge_id"],
+            "credential": SoftPasskey().create(ceremony["options"]),
+        }
+        answer = bob.post("/account/passkeys", json=body)
+        assert answer.status_code == status
+    assert answer.json == {"message": "at most 10 passkeys"}
+    refused = bob.post("/account/passkeys/options", json={"password": PASSWORD})
+    assert refused.status_code == 400 and refused.json == {
+        "message": "at most 10 passkeys"
+    }
+    assert len(passkey_rows(config)) == MAX_PASSKEYS == 10
+
+
+def test_registrations_racing_at_the_limit_make_ten(
+    bob: Client, config: Config, clock: FakeClock
+) -> None:
+    for _ in range(MAX_PASSKEYS - 2):
+        assert add(bob, SoftPasskey()).status_code == 200
+    ceremonies = [registration_options(bob) for _ in range(4)]
+    cookie = bob.get_cookie("session_id").value
+    statuses: list[int] = []
+    barrier = threading.Barrier(len(ceremonies))
+
+    def finish(ceremony: dict[str, Any]) -> None:
+        own = client_for(config, clock)
+        own.set_cookie("session_id", cookie)
+        body = {
+            "challenge_id": ceremony["challenge_id"],
+            "credential": SoftPasskey().create(ceremony["options"]),
+        }
+        barrier.wait()
+        statuses.append(own.post("/account/passkeys", json=body).status_code)
+
+    threads = [threading.Thread(target=finish, args=(c,)) for c in ceremonies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200, 200, 400, 400]
+    assert len(passkey_rows(config)) == MAX_PASSKEYS
+
+
+# -- the passwordless login
+
+
+def test_a_passkey_logs_in_without_password_into_a_listed_session(
+    key: SoftPasskey,
+    bob: Client,
+    stranger: Client,
+    config: Config,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = login_options(stranger)["options"]
+    assert "allowCredentials" not in options
+    assert options["rpId"] == "localhost" and options["userVerification"] == "required"
+    with caplog.at_level(logging.INFO, logger="authsvc.audit"):
+        answer = passkey_login(stranger, key)
+    assert answer.status_code == 200, answer.json
+    assert answer.json == {"email": EMAIL, "message": "logged in"}
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert stranger.get("/profile").json == {"email": EMAIL}
+    sessions = bob.get("/sessions").json["sessions"]
+    assert len(sessions) == 2  # the password's and the passkey's
+    (line,) = [
+        r.getMessage() for r in caplog.records if "passkey_login" in r.getMessage()
+    ]
+    assert "outcome=ok" in line and "user=1" in line
+    listed = bob.get("/account/passkeys").json["passkeys"][0]
+    assert listed["last_used_at"] is not None
+    (row,) = query(config.db, "SELECT sign_count FROM passkeys")
+    assert row == (key.counter,) == (1,)
+
+
+def test_a_passkey_is_a_whole_login_with_two_factor_on(
+    key: SoftPasskey, bob: Client, stranger: Client, clock: FakeClock
+) -> None:
+    from test_two_factor import turn_on
+
+    turn_on(bob, clock)
+    answer = passkey_login(stranger, key)
+    assert answer.status_code == 200 and "mfa_token" not in answer.json
+    assert stranger.get("/account").json["two_factor"] is True
+
+
+def refused_login(client: Client, key: SoftPasskey, **bent: Any) -> str:
+    answer = passkey_login(client, key, **bent)
+    message = assert_error(answer, 401)
+    assert "WWW-Authenticate" in answer.headers
+    assert "Set-Cookie" not in answer.headers
+    return message
+
+
+def test_every_login_that_does_not_verify_gets_one_401_message(
+    key: SoftPasskey, bob: Client, stranger: Client, config: Config, clock: FakeClock
+) -> None:
+    assert passkey_login(client_for(config, clock), key).status_code == 200  # count 1
+    messages = {
+        "another origin": refused_login(stranger, key, origin="https://evil.example"),
+        "another rp id": refused_login(stranger, key, rp_id="evil.example"),
+        "no user verification": refused_login(stranger, key, flags=USER_PRESENT),
+        "an unknown credential": refused_login(stranger, SoftPasskey()),
+        "another user's handle": refused_login(stranger, key, user_handle=b"2"),
+        "a counter that went back": refused_login(stranger, key, counter=0),
+    }
+    # A signature by another key over the right credential id.
+    forged = dataclasses.replace(SoftPasskey(), credential_id=key.credential_id)
+    messages["a forged signature"] = refused_login(stranger, forged)
+    assert set(messages.values()) == {PASSKEY_LOGIN_REFUSED}
+    assert stranger.get("/profile").status_code == 403
+    assert len(bob.get("/sessions").json["sessions"]) == 2  # the password's, the first
+
+
+def test_a_login_challenge_is_single_use(
+    key: SoftPasskey, stranger: Client, config: Config
+) -> None:
+    ceremony = login_options(stranger)
+    body = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": key.get(ceremony["options"]),
+    }
+    assert stranger.post("/sessions/passkey", json=body).status_code == 200
+    replay = client_for(config).post("/sessions/passkey", json=body)
+    assert assert_error(replay, 401) == PASSKEY_LOGIN_REFUSED
+    fresh_counter = {**body, "credential": key.get(ceremony["options"])}
+    assert (
+        client_for(config).post("/sessions/passkey", json=fresh_counter).status_code
+        == 401
+    )
+
+
+def test_a_login_challenge_lives_five_minutes(
+    key: SoftPasskey, stranger: Client, clock: FakeClock
+) -> None:
+    for wait, status in ((CHALLENGE_TTL - 1, 200), (CHALLENGE_TTL, 401)):
+        ceremony = login_options(stranger)
+        clock.advance(wait)
+        body = {
+            "challenge_id": ceremony["challenge_id"],
+            "credential": key.get(ceremony["options"]),
+        }
+        assert stranger.post("/sessions/passkey", json=body).status_code == status
+
+
+def test_the_signature_counter_must_go_up_and_is_stored(
+    key: SoftPasskey, stranger: Client, config: Config
+) -> None:
+    assert passkey_login(stranger, key, counter=5).status_code == 200
+    assert query(config.db, "SELECT sign_count FROM passkeys") == [(5,)]
+    assert refused_login(stranger, key, counter=5) == PASSKEY_LOGIN_REFUSED
+    assert refused_login(stranger, key, counter=3) == PASSKEY_LOGIN_REFUSED
+    assert query(config.db, "SELECT sign_count FROM passkeys") == [(5,)]
+    assert passkey_login(stranger, key, counter=6).status_code == 200
+
+
+def test_an_authenticator_that_never_counts_logs_in_each_time(
+    bob: Client, stranger: Client
+) -> None:
+    """Many platform passkeys (synced ones) always send 0: WebAuthn says a counter of
+    0 on both sides means the authenticator does not count, and is no clone."""
+    key = SoftPasskey()
+    assert add(bob, key).status_code == 200
+    for _ in range(2):
+        assert passkey_login(stranger, key, counter=0).status_code == 200
+
+
+def test_two_logins_racing_with_one_assertion_make_one_session(
+    key: SoftPasskey, bob: Client, config: Config, clock: FakeClock
+) -> None:
+    ceremony = login_options(bob)
+    body = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": key.get(ceremony["options"]),
+    }
+    statuses: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def log_in() -> None:
+        own = client_for(config, clock)
+        barrier.wait()
+        statuses.append(own.post("/sessions/passkey", json=body).status_code)
+
+    threads = [threading.Thread(target=log_in) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200, 401, 401, 401]
+    assert len(bob.get("/sessions").json["sessions"]) == 2
+
+
+def test_passkey_login_failures_count_per_client(
+    database_url: str, clock: FakeClock
+) -> None:
+    config = Config(db=database_url, bcrypt_rounds=4, client_max_failures=3)
+    client = register_and_log_in(client_for(config, clock))
+    key = SoftPasskey()
+    assert add(client, key).status_code == 200
+    stranger = client_for(config, clock)
+    assert passkey_login(stranger, key).status_code == 200  # a success is no failure
+    for _ in range(3):
+        assert passkey_login(stranger, SoftPasskey()).status_code == 401
+    throttled = passkey_login(stranger, key)
+    assert throttled.status_code == 429 and "Retry-After" in throttled.headers
+    clock.advance(config.login_window)
+    assert passkey_login(stranger, key).status_code == 200
+
+
+def test_the_login_options_count_as_logins_of_the_client(
+    database_url: str, clock: FakeClock
+) -> None:
+    config = Config(db=database_url, bcrypt_rounds=4, client_max_logins=2)
+    client = client_for(config, clock)
+    assert client.post("/sessions/passkey/options").status_code == 200
+    assert client.post("/sessions/passkey/options").status_code == 200
+    refused = client.post("/sessions/passkey/options")
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+
+
+def test_an_unverified_email_does_not_log_in_where_verification_is_required(
+    database_url: str, clock: FakeClock
+) -> None:
+    lax = Config(db=database_url, bcrypt_rounds=4)
+    client = register_and_log_in(client_for(lax, clock))
+    key = SoftPasskey()
+    assert add(client, key).status_code == 200
+    strict = dataclasses.replace(lax, require_verified_email=True)
+    answer = passkey_login(client_for(strict, clock), key)
+    assert assert_error(answer, 403) == "email not verified"
+
+
+# -- rename, remove
+
+
+def test_a_passkey_is_renamed_by_its_user_only(
+    key: SoftPasskey, bob: Client, alice: Client
+) -> None:
+    (listed,) = bob.get("/account/passkeys").json["passkeys"]
+    path = f"/account/passkeys/{listed['id']}"
+    renamed = bob.patch(path, json={"name": "phone"})
+    assert renamed.status_code == 200
+    assert renamed.json == {**listed, "name": "phone"}
+    assert (
+        assert_error(alice.patch(path, json={"name": "mine"}), 404) == "no such passkey"
+    )
+    assert assert_error(bob.patch("/account/passkeys/nope", json={"name": "x"}), 404)
+    for bad in ("x" * 65, "two\nlines", " "):
+        assert bob.patch(path, json={"name": bad}).status_code == 400
+    assert bob.get("/account/passkeys").json["passkeys"][0]["name"] == "phone"
+
+
+def test_removing_a_passkey_asks_the_password_and_ends_its_logins(
+    key: SoftPasskey, bob: Client, alice: Client, stranger: Client, config: Config
+) -> None:
+    (listed,) = bob.get("/account/passkeys").json["passkeys"]
+    path = f"/account/passkeys/{listed['id']}"
+    assert (
+        assert_error(bob.delete(path, json={"password": "wrong"}), 401)
+        == "wrong password"
+    )
+    assert assert_error(bob.delete(path, json={}), 400) == "password is required"
+    assert assert_error(alice.delete(path, json={"password": PASSWORD}), 404)
+    assert len(passkey_rows(config)) == 1
+    removed = bob.delete(path, json={"password": PASSWORD})
+    assert removed.status_code == 200 and removed.json == {"message": "passkey removed"}
+    assert passkey_rows(config) == []
+    assert bob.get("/account").json["passkeys"] == 0
+    assert refused_login(stranger, key) == PASSKEY_LOGIN_REFUSED
+    assert assert_error(bob.delete(path, json={"password": PASSWORD}), 404)
+
+
+def test_deleting_the_account_deletes_its_passkeys_and_challenges(
+    key: SoftPasskey, bob: Client, stranger: Client, config: Config
+) -> None:
+    registration_options(bob)  # a challenge left waiting
+    deleted = bob.delete("/account", data={"password": PASSWORD})
+    assert deleted.status_code == 200
+    assert passkey_rows(config) == []
+    assert query(config.db, "SELECT * FROM webauthn_challenges") == []
+    assert refused_login(stranger, key) == PASSKEY_LOGIN_REFUSED
+
+
+def test_the_operator_removes_passkeys_only_when_asked(
+    key: SoftPasskey, bob: Client, config: Config
+) -> None:
+    env = {"AUTHSVC_DB": config.db}
+    kept = run_authsvc("two-factor-off", EMAIL, env=env)
+    assert kept.returncode == 0, kept.stderr
+    assert len(passkey_rows(config)) == 1
+    removed = run_authsvc("two-factor-off", "--passkeys", EMAIL, env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert "1 passkey" in removed.stdout
+    assert passkey_rows(config) == []
+    assert "event=passkeys_off outcome=ok" in removed.stderr
+
+
+# -- bad input: JSON only, and no credential shape is a 500
+
+
+PASSKEY_POSTS = [
+    ("POST", "/account/passkeys/options"),
+    ("POST", "/account/passkeys"),
+    ("PATCH", "/account/passkeys/x"),
+    ("DELETE", "/account/passkeys/x"),
+    ("POST", "/sessions/passkey/options"),
+    ("POST", "/sessions/passkey"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PASSKEY_POSTS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {"password": PASSWORD, "name": "x"}},
+        {"data": "password=x", "content_type": "text/plain"},
+        {
+            "data": {"password": PASSWORD},
+            "content_type": "multipart/form-data",
+        },
+    ],
+    ids=["urlencoded", "text", "multipart"],
+)
+def test_the_passkey_routes_take_json_only(
+    bob: Client, config: Config, method: str, path: str, body: dict
+) -> None:
+    before = query(config.db, "SELECT * FROM webauthn_challenges")
+    answer = bob.open(path, method=method, **body)
+    assert assert_error(answer, 415) == "send application/json"
+    assert query(config.db, "SELECT * FROM webauthn_challenges") == before
+
+
+def bent_credentials(good: dict[str, Any]) -> list[Any]:
+    """Credentials no authenticator sends: every one must be refused, none a 500."""
+    response = good["response"]
+    return [
+        None,
+        "a string",
+        [],
+        {},
+        {**good, "id": 5, "rawId": 5},
+        {**good, "rawId": "!!not base64!!", "id": "!!"},
+        {**good, "rawId": "", "id": ""},
+        {**good, "rawId": "A" * 2000, "id": "A" * 2000},
+        {**good, "type": "password"},
+        {**good, "response": "nope"},
+        {**good, "response": {}},
+        {**good, "response": {**response, "clientDataJSON": "e30"}},  # {}
+        {**good, "response": {**response, "clientDataJSON": b64url(b"not json")}},
+        {**good, "response": {**response, "clientDataJSON": "\udcff"}},
+        {**good, "response": {**response, "clientDataJSON": 7}},
+        {
+            **good,
+            "response": {
+                **response,
+                "clientDataJSON": b64url(
+                    json.dumps({"type": 1, "challenge": []}).encode()
+                ),
+            },
+        },
+        *(
+            {**good, "response": {**response, field: value}}
+            for field in response
+            for value in ("", "AAAA", b64url(b"\xa1\x01\x02" * 40), None, {"a": 1})
+        ),
+    ]
+
+
+def test_no_registration_credential_shape_is_a_500(bob: Client, config: Config) -> None:
+    good = SoftPasskey().create(registration_options(bob)["options"])
+    for credential in bent_credentials(good):
+        ceremony = registration_options(bob)
+        answer = bob.post(
+            "/account/passkeys",
+            json={"challenge_id": ceremony["challenge_id"], "credential": credential},
+        )
+        assert answer.status_code == 400, (credential, answer.json)
+    assert passkey_rows(config) == []
+
+
+def test_no_login_credential_shape_is_a_500(key: SoftPasskey, stranger: Client) -> None:
+    good = key.get(login_options(stranger)["options"])
+    for credential in bent_credentials(good):
+        ceremony = login_options(stranger)
+        answer = stranger.post(
+            "/sessions/passkey",
+            json={"challenge_id": ceremony["challenge_id"], "credential": credential},
+        )
+        expected = 401 if isinstance(credential, dict) else 400
+        assert answer.status_code == expected, (credential, answer.json)
+    assert stranger.get("/profile").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "challenge_id is required"),
+        ({"challenge_id": "x"}, "credential is required"),
+        ({"challenge_id": "x" * 101, "credential": {}}, "challenge_id is not valid"),
+        ({"challenge_id": 5, "credential": {}}, "challenge_id must be a string"),
+        ({"challenge_id": "x", "credential": [1]}, "credential must be a JSON object"),
+    ],
+)
+def test_a_login_missing_its_fields_is_a_400(
+    stranger: Client, fields: dict, message: str
+) -> None:
+    assert assert_error(stranger.post("/sessions/passkey", json=fields), 400) == message
+
+
+# -- settings
+
+
+def test_configured_origins_are_the_only_ones_accepted(
+    database_url: str, clock: FakeClock
+) -> None:
+    config = Config(
+        db=database_url,
+        bcrypt_rounds=4,
+        webauthn_rp_id="localhost",
+        webauthn_origins=("http://localhost:8000",),
+    )
+    client = register_and_log_in(client_for(config, clock))
+    assert add(client, SoftPasskey(), origin="http://localhost:9000").status_code == 400
+    key = SoftPasskey(origin="http://localhost:8000")
+    assert add(client, key).status_code == 200
+    assert passkey_login(client_for(config, clock), key).status_code == 200
+
+
+def test_the_rp_id_is_the_configured_domain(
+    database_url: str, clock: FakeClock
+) -> None:
+    config = Config(
+        db=database_url,
+        bcrypt_rounds=4,
+        webauthn_rp_id="example.com",
+        webauthn_origins=("https://auth.example.com",),
+    )
+    auth = Auth(config, clock=clock)
+    try:
+        assert auth.passkeys.rp_id == "example.com"
+    finally:
+        auth.close()
+    client = client_for(config, clock)
+    register_and_log_in(client)
+    options = registration_options(client)["options"]
+    assert options["rp"]["id"] == "example.com"
+    key = SoftPasskey(rp_id="example.com", origin="https://auth.example.com")
+    assert add(client, key).status_code == 200
+    assert (
+        add(client, SoftPasskey(origin="https://auth.example.com")).status_code == 400
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"AUTHSVC_WEBAUTHN_RP_ID": "https://example.com"},
+        {"AUTHSVC_WEBAUTHN_RP_ID": "192.0.2.1"},
+        {"AUTHSVC_WEBAUTHN_RP_ID": "example.com:443"},
+        {"AUTHSVC_WEBAUTHN_ORIGINS": "https://example.com"},  # not on localhost
+        {
+            "AUTHSVC_WEBAUTHN_RP_ID": "example.com",
+            "AUTHSVC_WEBAUTHN_ORIGINS": "http://auth.example.com",  # not https
+        },
+        {
+            "AUTHSVC_WEBAUTHN_RP_ID": "example.com",
+            "AUTHSVC_WEBAUTHN_ORIGINS": "https://example.com.evil.test",
+        },
+        {
+            "AUTHSVC_WEBAUTHN_RP_ID": "example.com",
+            "AUTHSVC_WEBAUTHN_ORIGINS": "https://auth.example.com/path",
+        },
+    ],
+)
+def test_bad_webauthn_settings_stop_the_start(settings: dict[str, str]) -> None:
+    from config import ConfigError
+
+    name = next(iter(settings)) if len(settings) == 1 else "AUTHSVC_WEBAUTHN_ORIGINS"
+    with pytest.raises(ConfigError, match=f"^{name} "):
+        Config.from_env(settings)
+
+
+def test_webauthn_settings_are_read() -> None:
+    config = Config.from_env(
+        {
+            "AUTHSVC_WEBAUTHN_RP_ID": "Example.COM",
+            "AUTHSVC_WEBAUTHN_ORIGINS": "https://example.com, https://auth.example.com/",
+        }
+    )
+    assert config.webauthn_rp_id == "example.com"
+    assert config.webauthn_origins == (
+        "https://example.com",
+        "https://auth.example.com",
+    )
+    course = Config.from_env({})
+    assert (course.webauthn_rp_id, course.webauthn_origins) == ("", ())
