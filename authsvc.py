@@ -1506,14 +1506,6 @@ def read_fields(
     return fields
 
 
-def is_json_or_empty(request: ApiRequest) -> bool:
-    """True for a JSON body, or no body at all (neither a length nor chunked)."""
-    if request.mimetype == "application/json":
-        return True
-    chunked = request.environ.get("wsgi.input_terminated")
-    return not request.mimetype and not request.content_length and not chunked
-
-
 def _plain_json(value: Any) -> Any:
     """A JSON value with `_parse_json`'s pair lists made dicts again (a member sent
     twice: the last one, as JSON parsers do)."""
@@ -2063,13 +2055,26 @@ class AuthApp:
         )
         self.metrics.event(event, outcome)  # counts it: logins by outcome, ...
 
+    def request_body(self, request: ApiRequest) -> bytes:
+        """The request's body, read once (`read_body`) and kept on the request."""
+        if request.body is None:
+            request.body = read_body(request, self.config.body_timeout)
+        return request.body
+
     def body_fields(
         self, request: ApiRequest, *names: str, optional: tuple[str, ...] = ()
     ) -> dict[str, str]:
         """The named fields of the request's body (`read_body`, then `read_fields`)."""
-        if request.body is None:
-            request.body = read_body(request, self.config.body_timeout)
-        return read_fields(request, request.body, *names, optional=optional)
+        return read_fields(
+            request, self.request_body(request), *names, optional=optional
+        )
+
+    def refuse_unless_json(self, request: ApiRequest) -> None:
+        """415 for a body that is not JSON (the passkey routes); no body at all passes."""
+        if request.mimetype != "application/json" and (
+            request.mimetype or self.request_body(request)
+        ):
+            raise UnsupportedMediaType("send application/json")
 
     # -- handlers, one per rule of URL_MAP
 
@@ -2652,9 +2657,7 @@ class AuthApp:
 
     def object_field(self, request: ApiRequest, name: str) -> dict[str, Any]:
         """The JSON object `name` of the request's body (`read_object_field`)."""
-        if request.body is None:
-            request.body = read_body(request, self.config.body_timeout)
-        return read_object_field(request, request.body, name)
+        return read_object_field(request, self.request_body(request), name)
 
     def on_passkey_options(self, request: ApiRequest) -> Response:
         """POST /account/passkeys/options: the password (and code); a challenge and
@@ -2848,10 +2851,6 @@ class AuthApp:
         except HTTPException as error:  # 404, 405
             return http_error_response(error, request.environ)
         request.route = endpoint
-        if endpoint in JSON_ONLY_ENDPOINTS and not is_json_or_empty(request):
-            return http_error_response(
-                UnsupportedMediaType("send application/json"), request.environ
-            )
         if endpoint.startswith("ui_"):
             response = self.pages.show(request, endpoint, arguments)
         else:
@@ -2874,6 +2873,8 @@ class AuthApp:
         try:
             if request.method not in SAFE_METHODS:
                 self.refuse_other_sites(request)
+            if endpoint in JSON_ONLY_ENDPOINTS and not request.route.startswith("ui_"):
+                self.refuse_unless_json(request)
             return getattr(self, f"on_{endpoint}")(request, **(arguments or {}))
         except HTTPException as error:
             return http_error_response(error, request.environ)

@@ -206,7 +206,7 @@ class Config:
             allowed_origins=_allowed_origins(environ),
             secret_key=_secret_key(environ),
             totp_issuer=_totp_issuer(environ, defaults.totp_issuer),
-            **_webauthn_settings(environ),
+            **_webauthn_settings(environ, mode),
             login_window=_env_int(
                 environ,
                 "AUTHSVC_LOGIN_WINDOW",
@@ -475,12 +475,13 @@ RP_ID_SHAPE = re.compile(
 COURSE_RP_ID = "localhost"
 
 
-def _webauthn_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+def _webauthn_settings(environ: Mapping[str, str], mode: str) -> dict[str, Any]:
     """AUTHSVC_WEBAUTHN_RP_ID and AUTHSVC_WEBAUTHN_ORIGINS, checked together: the id a
     domain name (or localhost); each origin on that domain or one of its subdomains
     (WebAuthn ties a passkey to its RP id, and a browser refuses a ceremony from any
     other host) and https, unless it is on localhost (a browser's one secure context
-    over http)."""
+    over http). Without an RP id, course mode's is localhost; production has none
+    (production_problems names it), and its origins are checked for their shape only."""
     rp_id = environ.get("AUTHSVC_WEBAUTHN_RP_ID", "").strip().lower()
     if rp_id and not RP_ID_SHAPE.fullmatch(rp_id):
         raise ConfigError(
@@ -489,15 +490,17 @@ def _webauthn_settings(environ: Mapping[str, str]) -> dict[str, Any]:
         )
     raw = environ.get("AUTHSVC_WEBAUTHN_ORIGINS", "")
     origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
-    domain = rp_id or COURSE_RP_ID
+    domain = rp_id or (COURSE_RP_ID if mode == "course" else "")
     for origin in origins:
         host = urlsplit(origin).hostname if ORIGIN_SHAPE.fullmatch(origin) else None
-        on_domain = host is not None and (host == domain or host.endswith("." + domain))
+        on_domain = host is not None and (
+            not domain or host == domain or host.endswith("." + domain)
+        )
         secure = origin.startswith("https://") or host == "localhost"
         if not (on_domain and secure):
             raise ConfigError(
                 "AUTHSVC_WEBAUTHN_ORIGINS must be comma-separated https origins on "
-                f"AUTHSVC_WEBAUTHN_RP_ID's domain ({domain}) or its subdomains, like "
+                f"AUTHSVC_WEBAUTHN_RP_ID's domain ({domain or 'unset'}) or its subdomains, like "
                 f"https://auth.{domain if domain != 'localhost' else 'example.com'}, "
                 f"got {origin!r}"
             )

@@ -12,6 +12,7 @@ import pytest
 import requests
 from conftest import FAST_ROUNDS, query, run_authsvc, write_lock_held
 from servers import GunicornServer
+from softauthn import SoftPasskey
 
 import store
 from authsvc import Auth, Config
@@ -56,6 +57,12 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     auth.enable_two_factor(
         two_factor_user, code_at(enrolment.secret, time_step(time.time()))
     )
+    key = SoftPasskey()
+    passkey_user = auth.find_user("user1@example.com")
+    ceremony = auth.passkeys.registration_options(passkey_user.id, passkey_user.email)
+    auth.passkeys.register(
+        passkey_user.id, ceremony.challenge_id, key.create(ceremony.options), "laptop"
+    )
     auth.close()
     postgres.sql("CREATE DATABASE copied")
     url = postgres.url("copied")
@@ -64,7 +71,8 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     result = run_command("copy-db", sqlite_path, db=url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "users: 5, sessions: 1, reset_tokens: 1, two_factor: 1, recovery_codes: 10 copied"
+        "users: 5, sessions: 1, reset_tokens: 1, two_factor: 1, recovery_codes: 10,"
+        " passkeys: 1 copied"
     )
 
     server = start_gunicorn_on(url)
@@ -76,6 +84,19 @@ def test_copy_db_moves_users_and_keeps_them_logged_in(
     data = {"email": "user2@example.com", "password": "pw2"}
     login = requests.post(f"{server.url}/sessions", data=data, timeout=TIMEOUT)
     assert login.status_code == 401 and "mfa_token" in login.json()
+    # The passkey too: it logs its user in on the new database.
+    options = requests.post(f"{server.url}/sessions/passkey/options", timeout=TIMEOUT)
+    ceremony_json = options.json()
+    assert options.status_code == 200, options.text
+    with_passkey = requests.post(
+        f"{server.url}/sessions/passkey",
+        json={
+            "challenge_id": ceremony_json["challenge_id"],
+            "credential": key.get(ceremony_json["options"]),
+        },
+        timeout=TIMEOUT,
+    )
+    assert with_passkey.json() == {"email": "user1@example.com", "message": "logged in"}
     data = {"email": "user4@example.com", "reset_token": token, "new_password": "n3w"}
     assert requests.put(f"{server.url}/reset_password", data=data, timeout=TIMEOUT).ok
     new = {"email": "user5@example.com", "password": "pw"}
@@ -264,6 +285,7 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     old = past.find_user("old@example.com")
     past.two_factor.new_mfa_token(old.id)  # a login that waited for its code
     past.two_factor.begin(old.id, old.email)  # a two-factor set-up never confirmed
+    past.passkeys.login_options()  # a passkey login never finished
     past._db.count_login_attempt("x@example.com", time.time() - 2 * 86400, 900)
     past._db.count_reset_request("x@example.com", time.time() - 2 * 86400, 3600)
     past._db.count_client_attempt(
@@ -276,17 +298,20 @@ def test_purge_deletes_only_what_has_ended(database_url: str) -> None:
     new = now.find_user("new@example.com")
     now.two_factor.new_mfa_token(new.id)  # both still waiting: kept
     now.two_factor.begin(new.id, new.email)
+    now.passkeys.login_options()
     now.close()
     result = run_command("purge", db=database_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "sessions: 1, reset_tokens: 1, mfa_tokens: 1, two_factor_set_ups: 1,"
-        " login_attempts: 1, reset_attempts: 1, client_attempts: 1 deleted"
+        "sessions: 1, reset_tokens: 1, mfa_tokens: 1, webauthn_challenges: 1,"
+        " two_factor_set_ups: 1, login_attempts: 1, reset_attempts: 1,"
+        " client_attempts: 1 deleted"
     )
     again = Auth(Config(db=database_url, bcrypt_rounds=FAST_ROUNDS))
     assert again.get_user_from_session_id(live) is not None
     assert query(database_url, "SELECT user_id FROM mfa_tokens") == [(new.id,)]
     assert query(database_url, "SELECT user_id FROM two_factor") == [(new.id,)]
+    assert query(database_url, "SELECT COUNT(*) FROM webauthn_challenges") == [(1,)]
     again.close()
 
 

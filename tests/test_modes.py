@@ -39,12 +39,16 @@ PRODUCTION = {
     "AUTHSVC_COOKIE_SECURE": "true",
     "AUTHSVC_RESET_DELIVERY": "smtp",
     "AUTHSVC_SMTP_FROM": "no-reply@example.com",
+    "AUTHSVC_WEBAUTHN_RP_ID": "example.com",
+    "AUTHSVC_WEBAUTHN_ORIGINS": "https://auth.example.com",
 }
 REFUSED_WITHOUT_SETTINGS = [
     "AUTHSVC_SECRET_KEY",
     "AUTHSVC_COOKIE_SECURE",
     "AUTHSVC_RESET_DELIVERY",
     "AUTHSVC_SMTP_FROM",
+    "AUTHSVC_WEBAUTHN_RP_ID",
+    "AUTHSVC_WEBAUTHN_ORIGINS",
 ]
 LONG_PASSWORD = "a long enough passphrase"  # 24 characters, in no list
 
@@ -188,7 +192,7 @@ def test_check_lists_course_mode_and_everything_production_would_refuse() -> Non
     ]
     assert all(": " in line and len(line.split(": ", 1)[1]) > 10 for line in lines)
     assert result.stderr.strip().endswith(
-        "check: 5 thing(s) stand between these settings and a production start"
+        "check: 7 thing(s) stand between these settings and a production start"
     )
 
 

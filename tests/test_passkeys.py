@@ -14,14 +14,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pgserver
 import pytest
 from conftest import FakeClock, assert_error, client_for, query, run_authsvc
 from softauthn import USER_PRESENT, SoftPasskey, b64url, unb64url
 from werkzeug.test import Client, TestResponse
 
+import store
 from authsvc import Auth, Config
 from factors import CHALLENGE_TTL, MAX_PASSKEYS, PASSKEY_LOGIN_REFUSED
 
@@ -57,9 +63,11 @@ def alice(config: Config, clock: FakeClock) -> Client:
     return register_and_log_in(client_for(config, clock), OTHER_EMAIL)
 
 
-def registration_options(client: Client, **fields: str) -> dict[str, Any]:
+def registration_options(
+    client: Client, password: str = PASSWORD, **fields: str
+) -> dict[str, Any]:
     answer = client.post(
-        "/account/passkeys/options", json={"password": PASSWORD, **fields}
+        "/account/passkeys/options", json={"password": password, **fields}
     )
     assert answer.status_code == 200, answer.json
     return answer.json
@@ -790,3 +798,197 @@ def test_webauthn_settings_are_read() -> None:
     )
     course = Config.from_env({})
     assert (course.webauthn_rp_id, course.webauthn_origins) == ("", ())
+
+
+# -- the previous release's database
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_the_previous_releases_database_upgrades_and_takes_passkeys(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "release-5.db"
+    shutil.copyfile(FIXTURES / "release-5.db", path)
+    made = json.loads((FIXTURES / "release-5.json").read_text())
+    users_before = query(str(path), "SELECT id, email, hashed_password FROM users")
+    config = Config(db=str(path), bcrypt_rounds=4, session_idle_ttl=0)
+    for session_id in made["grace_sessions"]:  # logged in before: still logged in
+        client = client_for(config, clock)
+        client.set_cookie("session_id", session_id)
+        account = client.get("/account").json
+        assert (account["two_factor"], account["passkeys"]) == (True, 0)
+    heidi = client_for(config, clock)
+    heidi.set_cookie("session_id", made["heidi_session"])
+    assert heidi.get("/profile").json == {"email": "heidi@example.com"}
+    assert (
+        query(str(path), "SELECT id, email, hashed_password FROM users") == users_before
+    )
+    assert store.Store(path).schema_version() == store.SCHEMA_VERSION == 11
+    # Two-factor still asks its code; and the account now takes a passkey.
+    grace = {"email": "grace@example.com", "password": "grace-password"}
+    assert "mfa_token" in heidi.post("/sessions", data=grace).json
+    code = made["grace_recovery_codes"][0]
+    ceremony = registration_options(client, "grace-password", code=code)
+    key = SoftPasskey()
+    body = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": key.create(ceremony["options"]),
+    }
+    assert client.post("/account/passkeys", json=body).status_code == 200
+    assert passkey_login(client_for(config, clock), key).json["email"] == grace["email"]
+
+
+@pytest.mark.postgresql_only
+def test_a_postgresql_database_of_the_previous_release_upgrades(
+    backend: str, postgres: pgserver.PostgresServer, clock: FakeClock
+) -> None:
+    """Schema 10 on PostgreSQL (migrations 1 to 10), holding the fixture's users,
+    sessions and two-factor rows; start-up applies migration 11, and every one stays
+    logged in with two-factor on."""
+    import psycopg
+
+    name = f"release_5_{int(time.time() * 1000)}"
+    postgres.sql(f"CREATE DATABASE {name}")
+    url = postgres.url(name)
+    fixture = str(FIXTURES / "release-5.db")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statements in store.POSTGRES_MIGRATIONS[:10]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("CREATE TABLE authsvc_schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO authsvc_schema_version VALUES (10)")
+        for table in ("users", "sessions", "two_factor", "recovery_codes"):
+            columns = store.COPIED_TABLES[table]
+            names = ", ".join(columns)
+            for row in query(fixture, f"SELECT {names} FROM {table}"):
+                values = [
+                    bool(value) if column == "email_verified" else value
+                    for column, value in zip(columns, row, strict=True)
+                ]
+                marks = ", ".join(["%s"] * len(columns))
+                conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+            if (
+                columns[0] == "id"
+            ):  # new rows' ids after the copied ones, as copy-db does
+                store.PostgresDialect.after_copy(conn, table)
+    try:
+        made = json.loads((FIXTURES / "release-5.json").read_text())
+        config = Config(db=url, bcrypt_rounds=4, session_idle_ttl=0)
+        for session_id in made["grace_sessions"]:
+            client = client_for(config, clock)
+            client.set_cookie("session_id", session_id)
+            assert client.get("/account").json["two_factor"] is True
+        assert query(url, "SELECT version FROM authsvc_schema_version") == [(11,)]
+        assert query(url, "SELECT COUNT(*) FROM users") == [(10,)]
+        key = SoftPasskey()
+        ceremony = registration_options(
+            client, "grace-password", code=made["grace_recovery_codes"][0]
+        )
+        body = {
+            "challenge_id": ceremony["challenge_id"],
+            "credential": key.create(ceremony["options"]),
+        }
+        assert client.post("/account/passkeys", json=body).status_code == 200
+        logged_in = passkey_login(client_for(config, clock), key)
+        assert logged_in.status_code == 200, logged_in.json
+    finally:
+        store.close_all_pools()
+        postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- the bad-input matrix of the JSON-only routes
+
+# (method, path, the fields of a request that gets past the body checks)
+JSON_ROUTES = {
+    "passkey_options": ("POST", "/account/passkeys/options", {"password": PASSWORD}),
+    "add_passkey": (
+        "POST",
+        "/account/passkeys",
+        {"challenge_id": "CHALLENGE", "credential": {"id": "x"}, "name": "laptop"},
+    ),
+    "rename_passkey": ("PATCH", "/account/passkeys/PASSKEY", {"name": "phone"}),
+    "remove_passkey": ("DELETE", "/account/passkeys/PASSKEY", {"password": PASSWORD}),
+    "passkey_login": (
+        "POST",
+        "/sessions/passkey",
+        {"challenge_id": "CHALLENGE", "credential": {"id": "x"}},
+    ),
+}
+
+
+def each(build: Callable[[dict, str], Any]) -> Callable[[dict], list[dict]]:
+    """A case applied to each field of a route in turn."""
+    return lambda fields: [{"json": build(fields, name)} for name in fields]
+
+
+JSON_CASES: list[tuple[str, Callable[[dict], list[dict]], int]] = [
+    ("no body", lambda f: [{}], 400),
+    ("an empty object", lambda f: [{"json": {}}], 400),
+    ("a field missing", each(lambda f, n: {k: v for k, v in f.items() if k != n}), 400),
+    ("a field empty", each(lambda f, n: {**f, n: ""}), 400),
+    ("a field blank", each(lambda f, n: {**f, n: " \t "}), 400),
+    ("a field of 10000 chars", each(lambda f, n: {**f, n: "x" * 10_000}), 400),
+    ("a field a number", each(lambda f, n: {**f, n: 5}), 400),
+    ("a field null", each(lambda f, n: {**f, n: None}), 400),
+    ("a field a list", each(lambda f, n: {**f, n: [f[n]]}), 400),
+    ("a lone surrogate", each(lambda f, n: {**f, n: "\udcff"}), 400),
+    ("JSON not an object", lambda f: [{"json": [f]}], 400),
+    (
+        "JSON that does not parse",
+        lambda f: [{"data": b'{"a": ', "content_type": "application/json"}],
+        400,
+    ),
+    (
+        "a field sent twice, differently",
+        lambda f: [
+            {
+                "data": json.dumps(f)[:-1].encode() + b', "%s": "other"}' % n.encode(),
+                "content_type": "application/json",
+            }
+            for n in f
+        ],
+        400,
+    ),
+    ("a body over 64 KiB", lambda f: [{"json": {**f, "pad": "x" * 70_000}}], 413),
+    ("a form body", lambda f: [{"data": {"x": "y"}}], 415),
+    (
+        "another content type",
+        lambda f: [{"data": b"{}", "content_type": "text/plain"}],
+        415,
+    ),
+]
+
+
+@pytest.mark.parametrize("route", list(JSON_ROUTES))
+@pytest.mark.parametrize(
+    ("case", "requests_of", "status"), JSON_CASES, ids=[c[0] for c in JSON_CASES]
+)
+def test_bad_input_to_a_passkey_route_is_a_4xx_and_changes_nothing(
+    key: SoftPasskey,
+    bob: Client,
+    config: Config,
+    route: str,
+    case: str,
+    requests_of: Callable[[dict], list[dict]],
+    status: int,
+) -> None:
+    method, path, fields = JSON_ROUTES[route]
+    (listed,) = bob.get("/account/passkeys").json["passkeys"]
+    path = path.replace("PASSKEY", listed["id"])
+    tables = ("users", "sessions", "passkeys", "webauthn_challenges")
+    before = {
+        table: query(config.db, f"SELECT * FROM {table} ORDER BY 1") for table in tables
+    }
+    for request in requests_of(fields):
+        answer = bob.open(path, method=method, **request)
+        if answer.status_code == 415 and status == 415:
+            continue
+        assert answer.status_code == status, (case, request, answer.json)
+        assert list(answer.json) == ["message"]
+    after = {
+        table: query(config.db, f"SELECT * FROM {table} ORDER BY 1") for table in tables
+    }
+    assert after == before
+    assert bob.get("/account").status_code == 200

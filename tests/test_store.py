@@ -320,7 +320,7 @@ def test_close_closes_the_connection(db: Store) -> None:
 
 @pytest.mark.sqlite_only
 def test_a_new_database_gets_every_migration(db: Store) -> None:
-    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 10
+    assert db.schema_version() == store.SCHEMA_VERSION == len(store.MIGRATIONS) == 11
     tables = {
         row[0]
         for row in db._connection().execute(
@@ -328,6 +328,7 @@ def test_a_new_database_gets_every_migration(db: Store) -> None:
         )
     }
     assert {"users", "login_attempts", "sessions", "reset_attempts"} <= tables
+    assert {"two_factor", "passkeys", "webauthn_challenges"} <= tables
 
 
 def test_a_first_release_database_is_upgraded_and_keeps_its_users(
