@@ -1883,6 +1883,7 @@ URL_MAP = Map(
         Rule("/sessions/passkey", methods=["POST"], endpoint="passkey_login"),
         # The pages (pages.py): HTML forms over the routes above.
         Rule("/ui/style.css", methods=["GET"], endpoint="ui_style"),
+        Rule("/ui/passkeys.js", methods=["GET"], endpoint="ui_script"),
         Rule("/ui/signup", methods=["GET"], endpoint="ui_signup_form"),
         Rule("/ui/signup", methods=["POST"], endpoint="ui_signup"),
         Rule("/ui/login", methods=["GET"], endpoint="ui_login_form"),

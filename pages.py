@@ -37,12 +37,20 @@ from config import Config
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STYLESHEET = TEMPLATES / "style.css"
+SCRIPT = TEMPLATES / "passkeys.js"
 
 # Where the pages may load anything from: their own stylesheet, the QR code as a data:
-# image; no script at all, no inline style, no frame around them.
+# image, their one script file (the passkey ceremonies) and its requests to this
+# service; no inline script or style, no eval, no frame around them.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'{origins}"
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'{origins}"
+)
+# What the add-a-passkey form says when it is posted without its script.
+NEEDS_SCRIPT = (
+    "A passkey is made by the browser's WebAuthn API, which needs JavaScript: "
+    "allow this page's script, or use another browser."
 )
 LAST_COOKIE = "ui_last"  # the panel's note of the answer before a 303
 # A login waiting for its code keeps its mfa_token here, for the code page alone.
@@ -313,8 +321,10 @@ class Pages:
         origins = "".join(f" {origin}" for origin in config.allowed_origins)
         self.csp = CONTENT_SECURITY_POLICY.format(origins=origins)
         self.stylesheet = STYLESHEET.read_bytes()
+        self.script = SCRIPT.read_bytes()
         self.handlers: dict[str, Callable[..., Response]] = {
             "ui_style": self.style,
+            "ui_script": self.passkey_script,
             "ui_signup_form": self.signup,
             "ui_signup": self.signup,
             "ui_login_form": self.login,
@@ -510,11 +520,19 @@ class Pages:
             "Account created; you are logged in.",
         )
 
+    def passkey_script(self, request: Request) -> Response:
+        """GET /ui/passkeys.js: the pages' one script, the passkey ceremonies."""
+        response = Response(self.script, mimetype="text/javascript")
+        response.headers["Cache-Control"] = "max-age=3600"
+        return response
+
     def login(self, request: Request) -> Response:
         """/ui/login: email and password; on to the code page when two-factor asks one."""
         rd = request.args.get("rd", "")
         if request.method == "GET":
-            return self.render(request, "login.html", email="", rd=rd)
+            return self.render(
+                request, "login.html", email="", rd=rd, next=self.next_page(request)
+            )
         answer, body = self.call(request, "login")
         if answer.status_code == 200:
             return self.redirect(
@@ -536,6 +554,7 @@ class Pages:
             body,
             email=self.field(request, "email"),
             rd=rd,
+            next=self.next_page(request),
         )
 
     def login_code(self, request: Request) -> Response:
@@ -690,12 +709,14 @@ class Pages:
                 request, "/ui/login?rd=/ui/account", message="Log in first."
             )
         _, listing = self.call(request, "list_sessions")
+        _, passkeys = self.call(request, "list_passkeys")
         return self.render(
             request,
             "account.html",
             status,
             account=account,
             sessions=listing.get("sessions", []),
+            passkeys=passkeys.get("passkeys", []),
             shown=dict(shown or {}),
             errors=dict(errors or {}),
         )
@@ -710,6 +731,8 @@ class Pages:
         "two_factor_confirm": ("enable_two_factor", "show"),
         "two_factor_off": ("disable_two_factor", "redirect"),
         "recovery_codes": ("renew_recovery_codes", "show"),
+        "passkey_rename": ("rename_passkey", "redirect"),
+        "passkey_remove": ("remove_passkey", "redirect"),
         "end_session": ("end_session", "redirect"),
         "end_others": ("end_other_sessions", "redirect"),
         "delete": ("delete_account", "signup"),
@@ -717,14 +740,18 @@ class Pages:
 
     def account_action(self, request: Request, action: str) -> Response:
         """POST /ui/account/<action>: one change, through its API route."""
+        if action == "passkey_add":  # the form's script did not run
+            return self.account(request, 400, errors={action: NEEDS_SCRIPT})
         if action not in self.ACTIONS:
             return self.render(request, "message.html", 404, error="no such page")
         endpoint, success = self.ACTIONS[action]
         arguments = {}
         if action == "end_session":
             arguments["public_id"] = self.field(request, "public_id")
+        if action.startswith("passkey_"):
+            arguments["public_id"] = self.field(request, "passkey_id")
         answer, body = self.call(request, endpoint, **arguments)
-        message = str(body.get("message", ""))
+        message = str(body.get("message", "passkey renamed" if "name" in body else ""))
         if answer.status_code != 200:
             if message == "no valid session":
                 return self.redirect(

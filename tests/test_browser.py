@@ -389,16 +389,18 @@ def submit(driver: object, fields: dict[str, str], button_of: str) -> None:
 
 def press(driver: object, button: object) -> None:
     """Click `button` and wait for the page it leads to (the old one goes stale)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     old = driver.find_element(By.TAG_NAME, "html")
     button.click()
 
     def gone() -> bool:
+        # Stale, or (in the instant the new page replaces it) "Node with given id
+        # does not belong to the document": either way the old page is gone.
         try:
             old.is_enabled()
-        except StaleElementReferenceException:
+        except WebDriverException:
             return True
         return False
 
@@ -559,3 +561,97 @@ def test_the_login_page_works_with_the_keyboard_alone(page: object) -> None:
     wait_for(lambda: old != page.find_element(By.TAG_NAME, "html"), "the next page")
     on_page(page, "/ui/account")
     assert page.find_element(By.ID, "account-email").text == account["email"]
+
+
+def test_a_person_adds_a_passkey_and_logs_in_with_it_alone(
+    page: object, tmp_path: Path
+) -> None:
+    """Chromium's virtual authenticator (CTAP2, a resident key, user verification) as
+    the person's device: sign up on the pages, add a passkey, log out, log in with the
+    passkey and no password, see that session on /ui/account, remove the passkey, and
+    the next passkey login fails. WebAuthn needs a secure context and an RP id the
+    page's host belongs to: the pages are opened at localhost (course mode's RP id)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.virtual_authenticator import (
+        Protocol,
+        Transport,
+        VirtualAuthenticatorOptions,
+    )
+
+    url = page.server.url.replace("127.0.0.1", "localhost")
+    email, password = "passkey@example.com", "s3cret pw"
+    page.add_virtual_authenticator(
+        VirtualAuthenticatorOptions(
+            protocol=Protocol.CTAP2,
+            transport=Transport.INTERNAL,
+            has_resident_key=True,
+            has_user_verification=True,
+            is_user_verified=True,
+            is_user_consenting=True,
+        )
+    )
+    try:
+        page.get(f"{url}/ui/signup")
+        on_page(page, "/ui/signup")
+        submit(page, {"email": email, "password": password}, "password")
+        on_page(page, "/ui/account")
+        assert page.find_element(By.ID, "account-passkeys").text == "0"
+
+        # The form's script runs the ceremony: options, the authenticator, the answer.
+        submit(
+            page,
+            {"passkey-name": "test laptop", "passkey-password": password},
+            "passkey-password",
+        )
+        on_page(page, "/ui/account")
+        names = [e.text for e in page.find_elements(By.CSS_SELECTOR, ".passkey-name")]
+        assert names == ["test laptop"]
+        assert page.find_element(By.ID, "account-passkeys").text == "1"
+        (held,) = page.get_credentials()
+        assert held.is_resident_credential and held.rp_id == "localhost"
+        shoot(page, "ui-passkeys.png", tmp_path, page.find_element(By.ID, "passkeys"))
+
+        click_button(page, "/ui/logout")
+        on_page(page, "/ui/login")
+        assert page.get_cookie("session_id") is None
+        button = page.find_element(By.ID, "passkey-login")
+        assert button.is_displayed()  # the script found WebAuthn and showed it
+        press(page, button)  # no email, no password
+        on_page(page, "/ui/account")
+        assert page.find_element(By.ID, "account-email").text == email
+        assert "session_id" not in page.execute_script("return document.cookie")
+        rows = page.find_elements(By.CSS_SELECTOR, ".sessions li")
+        assert len(rows) == 1 and "this one" in rows[0].text  # the passkey's session
+        assert "last used" in page.find_element(By.ID, "passkey-list").text
+
+        (remove_password,) = page.find_elements(
+            By.CSS_SELECTOR, "#passkey-list input[type=password]"
+        )
+        submit(
+            page,
+            {remove_password.get_attribute("id"): password},
+            remove_password.get_attribute("id"),
+        )
+        on_page(page, "/ui/account")
+        assert "No passkey yet." in page.find_element(By.ID, "passkey-list").text
+        assert page.find_element(By.ID, "account-passkeys").text == "0"
+
+        click_button(page, "/ui/logout")
+        on_page(page, "/ui/login")
+        # The device still holds the key; the service no longer takes it.
+        assert len(page.get_credentials()) == 1
+        page.find_element(By.ID, "passkey-login").click()
+        error = wait_for(
+            lambda: (
+                (e := page.find_element(By.ID, "passkey-error")).is_displayed() and e
+            ),
+            "the passkey login's refusal",
+        )
+        assert error.text == "the passkey was not accepted"
+        assert page.current_url.split("?")[0].endswith("/ui/login")
+        assert page.get_cookie("session_id") is None
+        lines = console_errors(page, answers_expected=True)
+        assert lines == [], lines
+    finally:
+        page.delete_all_cookies()  # localhost's, not to follow other tests
+        page.remove_virtual_authenticator()

@@ -992,3 +992,62 @@ def test_bad_input_to_a_passkey_route_is_a_4xx_and_changes_nothing(
     }
     assert after == before
     assert bob.get("/account").status_code == 200
+
+
+# -- the pages
+
+
+def test_the_login_page_offers_a_passkey_through_its_one_script(client: Client) -> None:
+    page = client.get("/ui/login?rd=/ui/account%23passkeys").get_data(as_text=True)
+    assert '<button type="button" id="passkey-login" hidden>' in page  # until WebAuthn
+    assert 'data-next="/ui/account#passkeys"' in page
+    assert '<script src="/ui/passkeys.js" defer></script>' in page
+    script = client.get("/ui/passkeys.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert script.headers["X-Content-Type-Options"] == "nosniff"
+    body = script.get_data(as_text=True)
+    for call in ("/sessions/passkey/options", "navigator.credentials.get", "toJSON"):
+        assert call in body
+    assert "eval(" not in body and "innerHTML" not in body
+    foreign = client.get("/ui/login?rd=https://evil.example/").get_data(as_text=True)
+    assert 'data-next="/ui/account"' in foreign  # the same rd rule as the form's
+
+
+def test_the_account_page_lists_renames_and_removes_passkeys(
+    key: SoftPasskey, bob: Client, config: Config
+) -> None:
+    (listed,) = bob.get("/account/passkeys").json["passkeys"]
+    page = bob.get("/ui/account").get_data(as_text=True)
+    assert 'id="account-passkeys">1<' in page and ">laptop</strong>" in page
+    assert 'form id="passkey-add"' in page and 'data-passkey="add"' in page
+    renamed = bob.post(
+        "/ui/account/passkey_rename",
+        data={"passkey_id": listed["id"], "name": '"><script>x</script>'},
+    )
+    assert renamed.status_code == 303
+    page = bob.get("/ui/account").get_data(as_text=True)
+    assert "&#34;&gt;&lt;script&gt;x&lt;/script&gt;" in page
+    assert '"><script>x' not in page
+    wrong = bob.post(
+        "/ui/account/passkey_remove",
+        data={"passkey_id": listed["id"], "password": "wrong"},
+    )
+    assert wrong.status_code == 401
+    assert "wrong password" in wrong.get_data(as_text=True)
+    assert len(passkey_rows(config)) == 1
+    removed = bob.post(
+        "/ui/account/passkey_remove",
+        data={"passkey_id": listed["id"], "password": PASSWORD},
+    )
+    assert removed.status_code == 303 and removed.headers["Location"] == "/ui/account"
+    assert passkey_rows(config) == []
+    assert "No passkey yet." in bob.get("/ui/account").get_data(as_text=True)
+
+
+def test_adding_a_passkey_without_the_script_says_it_needs_one(
+    bob: Client, config: Config
+) -> None:
+    answer = bob.post("/ui/account/passkey_add", data={"password": PASSWORD})
+    assert answer.status_code == 400
+    assert "needs JavaScript" in answer.get_data(as_text=True)
+    assert query(config.db, "SELECT * FROM webauthn_challenges") == []
