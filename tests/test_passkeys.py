@@ -23,8 +23,11 @@ from typing import Any
 
 import pgserver
 import pytest
+import requests
 from conftest import FakeClock, assert_error, client_for, query, run_authsvc
+from servers import GunicornServer
 from softauthn import USER_PRESENT, SoftPasskey, b64url, unb64url
+from test_account import at_once
 from werkzeug.test import Client, TestResponse
 
 import store
@@ -1051,3 +1054,63 @@ def test_adding_a_passkey_without_the_script_says_it_needs_one(
     assert answer.status_code == 400
     assert "needs JavaScript" in answer.get_data(as_text=True)
     assert query(config.db, "SELECT * FROM webauthn_challenges") == []
+
+
+# -- under gunicorn: two workers, one challenge
+
+
+@pytest.mark.e2e
+def test_one_assertion_sent_at_once_over_both_workers_logs_in_once(
+    start_server: Callable[..., GunicornServer], database_url: str
+) -> None:
+    """On the defaults (2 gthread workers): six logins racing with one assertion on new
+    connections make one session; the replays after it, on whichever worker, are
+    refused; no challenge id or credential id reaches the log."""
+    server = start_server()
+    url = server.url
+    form = {"email": EMAIL, "password": PASSWORD}
+    assert requests.post(f"{url}/users", data=form, timeout=15).ok
+    cookies = requests.post(f"{url}/sessions", data=form, timeout=15).cookies
+    ceremony = requests.post(
+        f"{url}/account/passkeys/options", json=form, cookies=cookies, timeout=15
+    ).json()
+    key = SoftPasskey()
+    body = {
+        "challenge_id": ceremony["challenge_id"],
+        "credential": key.create(ceremony["options"]),
+    }
+    added = requests.post(
+        f"{url}/account/passkeys", json=body, cookies=cookies, timeout=15
+    )
+    assert added.status_code == 200, added.text
+    login = requests.post(f"{url}/sessions/passkey/options", timeout=15).json()
+    assertion = {
+        "challenge_id": login["challenge_id"],
+        "credential": key.get(login["options"]),
+    }
+
+    def attempt() -> requests.Response:
+        return requests.post(
+            f"{url}/sessions/passkey",
+            json=assertion,
+            headers={"Connection": "close"},  # a new connection: any worker
+            timeout=15,
+        )
+
+    answers = at_once([attempt] * 6)
+    assert sorted(a.status_code for a in answers) == [200, 401, 401, 401, 401, 401]
+    assert query(database_url, "SELECT COUNT(*) FROM sessions") == [(2,)]
+    workers = set()
+    for _ in range(20):  # replays until both workers have refused one
+        assert attempt().status_code == 401
+        workers = {
+            line.split("] [")[0].rsplit("[", 1)[-1]
+            for line in server.log().splitlines()
+            if "event=passkey_login outcome=refused" in line
+        }
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2, "one worker answered every replay"
+    log = server.log()
+    for secret in (ceremony["challenge_id"], login["challenge_id"], key.id):
+        assert secret not in log
