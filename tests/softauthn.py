@@ -159,3 +159,73 @@ class SoftPasskey:
             "clientExtensionResults": {},
             "authenticatorAttachment": "platform",
         }
+
+    # -- kept in a file, for the walk-through (docs/passkeys.md)
+
+    def save(self, path: str) -> None:
+        """Write the credential (its private key too: a test key, nothing else) to a
+        JSON file, so a later command can sign with it."""
+        from cryptography.hazmat.primitives import serialization
+
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        state = {
+            "rp_id": self.rp_id,
+            "origin": self.origin,
+            "credential_id": self.id,
+            "counter": self.counter,
+            "user_handle": b64url(self.user_handle),
+            "private_key": pem,
+        }
+        with open(path, "w", encoding="utf-8") as out:
+            json.dump(state, out, indent=2)
+
+    @classmethod
+    def load(cls, path: str) -> SoftPasskey:
+        """The credential `save` wrote."""
+        from cryptography.hazmat.primitives import serialization
+
+        with open(path, encoding="utf-8") as source:
+            state = json.load(source)
+        key = serialization.load_pem_private_key(state["private_key"].encode(), None)
+        return cls(
+            rp_id=state["rp_id"],
+            origin=state["origin"],
+            credential_id=unb64url(state["credential_id"]),
+            key=key,
+            counter=state["counter"],
+            user_handle=unb64url(state["user_handle"]),
+        )
+
+
+def main(argv: list[str]) -> int:
+    """`python tests/softauthn.py create|get KEYFILE [ORIGIN]`: read an options route's
+    answer on stdin, print the JSON body of the route that finishes the ceremony (what
+    a browser would post after the authenticator signed); KEYFILE keeps the key."""
+    import sys
+
+    if len(argv) not in (2, 3) or argv[0] not in ("create", "get"):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    command, path = argv[0], argv[1]
+    ceremony = json.load(sys.stdin)
+    if command == "create":
+        key = SoftPasskey(origin=argv[2] if len(argv) == 3 else "http://localhost:5000")
+        credential = key.create(ceremony["options"])
+    else:
+        key = SoftPasskey.load(path)
+        credential = key.get(ceremony["options"])
+    key.save(path)
+    print(
+        json.dumps({"challenge_id": ceremony["challenge_id"], "credential": credential})
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -609,7 +609,13 @@ def test_a_person_adds_a_passkey_and_logs_in_with_it_alone(
         assert page.find_element(By.ID, "account-passkeys").text == "1"
         (held,) = page.get_credentials()
         assert held.is_resident_credential and held.rp_id == "localhost"
-        shoot(page, "ui-passkeys.png", tmp_path, page.find_element(By.ID, "passkeys"))
+        section = 'section[aria-labelledby="passkeys"]'
+        shoot(
+            page,
+            "ui-passkeys.png",
+            tmp_path,
+            page.find_element(By.CSS_SELECTOR, section),
+        )
 
         click_button(page, "/ui/logout")
         on_page(page, "/ui/login")

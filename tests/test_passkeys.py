@@ -1114,3 +1114,32 @@ def test_one_assertion_sent_at_once_over_both_workers_logs_in_once(
     log = server.log()
     for secret in (ceremony["challenge_id"], login["challenge_id"], key.id):
         assert secret not in log
+
+
+def test_the_walk_throughs_device_makes_and_signs_through_files(
+    bob: Client, stranger: Client, tmp_path: Path
+) -> None:
+    """docs/passkeys.md's `python tests/softauthn.py create|get KEYFILE`: what the
+    walk-through pipes between its curl commands works as it shows."""
+    import subprocess
+    import sys
+
+    device = [sys.executable, str(Path(__file__).with_name("softauthn.py"))]
+    keyfile = str(tmp_path / "laptop.json")
+
+    def run(command: str, ceremony: dict) -> dict:
+        done = subprocess.run(
+            [*device, command, keyfile, ORIGIN],
+            input=json.dumps(ceremony),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
+    body = run("create", registration_options(bob))
+    assert bob.post("/account/passkeys", json=body).status_code == 200
+    body = run("get", login_options(stranger))
+    answer = stranger.post("/sessions/passkey", json=body)
+    assert answer.json == {"email": EMAIL, "message": "logged in"}
+    assert stranger.post("/sessions/passkey", json=body).status_code == 401
