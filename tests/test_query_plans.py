@@ -49,6 +49,7 @@ def statements(
     for _ in range(11):
         actions.login("nobody@example.com", "wrong")
     two_factor_flow(client, actions, clock)
+    passkey_flow(client, actions)
     conn.set_trace_callback(None)
     return seen
 
@@ -73,6 +74,35 @@ def two_factor_flow(client: Client, actions: AuthActions, clock: FakeClock) -> N
     client.post("/sessions", data=data)
     client.delete("/account/two_factor", data={"password": "pw", "code": codes[1]})
     client.get("/account")
+
+
+def passkey_flow(client: Client, actions: AuthActions) -> None:
+    """Add a passkey, log in with it, list, rename and remove it."""
+    from softauthn import SoftPasskey
+
+    actions.register("passkey@example.com", "pw")
+    actions.login("passkey@example.com", "pw")
+    key = SoftPasskey()
+    ceremony = client.post("/account/passkeys/options", json={"password": "pw"}).json
+    added = client.post(
+        "/account/passkeys",
+        json={
+            "challenge_id": ceremony["challenge_id"],
+            "credential": key.create(ceremony["options"]),
+        },
+    ).json
+    login = client.post("/sessions/passkey/options").json
+    logged_in = client.post(
+        "/sessions/passkey",
+        json={
+            "challenge_id": login["challenge_id"],
+            "credential": key.get(login["options"]),
+        },
+    )
+    assert logged_in.status_code == 200 and "id" in added
+    client.get("/account/passkeys")
+    client.patch(f"/account/passkeys/{added['id']}", json={"name": "phone"})
+    client.delete(f"/account/passkeys/{added['id']}", json={"password": "pw"})
 
 
 def plan(auth: Auth, statement: str) -> list[str]:
