@@ -243,7 +243,8 @@ def test_copy_db_moves_a_long_folding_address_and_names_a_row_it_cannot(
     moved = command("copy-db", sqlite_path, db=database_url)
     assert moved.returncode == 0, moved.stderr
     assert moved.stdout.strip() == (
-        "users: 1, sessions: 0, reset_tokens: 0, two_factor: 0, recovery_codes: 0 copied"
+        "users: 1, sessions: 0, reset_tokens: 0, two_factor: 0, recovery_codes: 0,"
+        " passkeys: 0 copied"
     )
     assert query(database_url, "SELECT email FROM users") == [(LONG_FOLDING,)]
 

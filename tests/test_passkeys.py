@@ -1143,3 +1143,34 @@ def test_the_walk_throughs_device_makes_and_signs_through_files(
     answer = stranger.post("/sessions/passkey", json=body)
     assert answer.json == {"email": EMAIL, "message": "logged in"}
     assert stranger.post("/sessions/passkey", json=body).status_code == 401
+
+
+# -- the notices (smtp)
+
+
+def test_adding_and_removing_a_passkey_are_mailed(
+    config: Config, clock: FakeClock
+) -> None:
+    """A real SMTP server on loopback: a notice for each change, naming no key."""
+    from test_smtp import smtp_config, start_smtp
+
+    smtp = start_smtp()
+    try:
+        client = register_and_log_in(client_for(smtp_config(config, smtp.port), clock))
+        key = SoftPasskey()
+        added = add(client, key, name="work laptop")
+        assert added.status_code == 200
+        path = f"/account/passkeys/{added.json['id']}"
+        assert client.delete(path, json={"password": PASSWORD}).status_code == 200
+        subjects = [m["Subject"] for m in smtp.mailbox.messages]
+        assert subjects == [
+            "A passkey was added to your authsvc account",
+            "A passkey was removed from your authsvc account",
+        ]
+        for message in smtp.mailbox.messages:
+            body = message.get_content()
+            assert message["To"] == EMAIL
+            for text in (PASSWORD, key.id, added.json["id"], "work laptop"):
+                assert text not in body
+    finally:
+        smtp.controller.stop()

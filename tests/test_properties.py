@@ -329,8 +329,8 @@ def check(service: Service, request: dict[str, Any]) -> None:
         # The docs page and its files (openapi.json, test_openapi.py): never JSON.
         assert response.mimetype in DOCS_TYPES
     elif request["path"].startswith("/ui/") and response.status_code != 405:
-        # The pages: HTML (or a 303 to the next one), the stylesheet CSS.
-        assert response.mimetype in ("text/html", "text/css") or (
+        # The pages: HTML (or a 303 to the next one), the stylesheet CSS, the script.
+        assert response.mimetype in ("text/html", "text/css", "text/javascript") or (
             response.status_code == 303 and response.headers["Location"]
         )
     else:
