@@ -1174,3 +1174,37 @@ def test_adding_and_removing_a_passkey_are_mailed(
                 assert text not in body
     finally:
         smtp.controller.stop()
+
+
+def test_passkey_events_are_counted_by_outcome(
+    config: Config, clock: FakeClock
+) -> None:
+    """The metrics count each passkey event as the audit line names it."""
+    from test_metrics import figure, scrape
+
+    client = register_and_log_in(
+        client_for(dataclasses.replace(config, metrics=True), clock)
+    )
+    before = scrape(client)
+    key = SoftPasskey()
+    added = add(client, key)
+    refused_registration_answer = add(
+        client, SoftPasskey(), origin="https://evil.example"
+    )
+    assert (added.status_code, refused_registration_answer.status_code) == (200, 400)
+    assert passkey_login(client, key).status_code == 200
+    assert passkey_login(client, SoftPasskey()).status_code == 401
+    path = f"/account/passkeys/{added.json['id']}"
+    assert client.delete(path, json={"password": PASSWORD}).status_code == 200
+    after = scrape(client)
+
+    def moved(name: str, outcome: str) -> float:
+        return figure(after, name, outcome=outcome) - figure(
+            before, name, outcome=outcome
+        )
+
+    assert moved("authsvc_passkey_registrations_total", "ok") == 1
+    assert moved("authsvc_passkey_registrations_total", "refused") == 1
+    assert moved("authsvc_passkey_logins_total", "ok") == 1
+    assert moved("authsvc_passkey_logins_total", "refused") == 1
+    assert moved("authsvc_passkey_removals_total", "ok") == 1
