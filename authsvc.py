@@ -57,8 +57,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map, Rule
 from werkzeug.sansio.http import parse_cookie as parse_cookie_text
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
+from werkzeug.sansio.utils import get_current_url
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
+from werkzeug.wsgi import get_host
 
 from config import Config, ConfigError, course_mode_warning, refuse_unsafe_production
 from factors import (
@@ -1748,7 +1750,22 @@ def session_cookie(request: ApiRequest, name: str = "session_id") -> str | None:
     anyone's cookie would raise. Decoding here with replacement keeps the other cookies
     readable, and a session id is ASCII: a value that is not is no session.
     """
-    header = request.environ.get("HTTP_COOKIE", "")
+    return cookie_in(request.environ, name)
+
+
+def cookie_in(environ: Mapping[str, Any], name: str) -> str | None:
+    """`session_cookie`, from the WSGI environ itself (the hot path has no request).
+
+    A header without quotes or backslashes is plain `name=value` pairs split by `;`:
+    read here in a loop, the first pair of that name, as Werkzeug's parser would
+    (a quoted value may hold a `;`, which only that parser reads right)."""
+    header = environ.get("HTTP_COOKIE", "")
+    if '"' not in header and "\\" not in header and header.isascii():
+        for pair in header.split(";"):
+            key, _, value = pair.partition("=")
+            if key.strip() == name:
+                return value.strip()
+        return None
     text = header.encode("latin-1", "replace").decode("utf-8", "replace")
     value = parse_cookie_text(text).get(name)
     if value is None or not value.isascii():
@@ -1996,9 +2013,132 @@ NO_STORE_ENDPOINTS = COOKIE_ENDPOINTS | {
 }
 
 
+# On every answer: what it is, it says itself (JSON; a page's HTML), and nosniff stops a
+# browser from guessing otherwise (and, say, running a body as script).
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
+
+def caching_headers(endpoint: str) -> list[tuple[str, str]]:
+    """The headers an endpoint's every answer carries besides its own: `no-store` and
+    `Vary: Cookie` where they apply. The one source of both paths' headers: the
+    Werkzeug one (`dispatch_request`) and the hand-written one (`HotPath`)."""
+    headers = []
+    if endpoint in NO_STORE_ENDPOINTS:
+        headers.append(("Cache-Control", "no-store"))
+    if endpoint in COOKIE_ENDPOINTS:
+        headers.append(("Vary", "Cookie"))
+    return headers
+
+
 # =============================================================================================
 # The application
 # =============================================================================================
+
+
+def static_routes(url_map: Map) -> dict[tuple[str, str], str]:
+    """(path, method) -> endpoint for every rule without a variable part: one dict
+    lookup where `Map.match` would walk its state machine (Werkzeug adds HEAD to
+    every GET rule; so does this)."""
+    found = {}
+    for rule in url_map.iter_rules():
+        if not rule.arguments:
+            for method in rule.methods or ():
+                found[(rule.rule, method)] = rule.endpoint
+    return found
+
+
+class HotPath:
+    """The answers every protected request waits for, written out by hand.
+
+    `GET /profile` and, behind a proxy, `GET /auth/request` for every request of every
+    application: a live session's 200 is the service's most frequent answer, and its
+    cost is added to all of them (issue 25). Werkzeug's `Request` and `Response` do
+    general work per request (header objects, cookie jars, lazy properties,
+    `get_wsgi_headers`); here the one cookie is read from `environ`, the one query
+    runs, and the answer is what Werkzeug would write, in WSGI's own terms: a status
+    line, a list of headers, the body's bytes. Everything else (a missing or ended
+    session, a foreign original URL, an error) is declined, None, and answered by the
+    Werkzeug path, so there is one way to refuse. The headers come from
+    `caching_headers` and NOSNIFF, as the Werkzeug path's do; tests/test_hot_path.py
+    compares the two answers header by header.
+    """
+
+    def __init__(self, app: AuthApp) -> None:
+        """Answer for `app`: its Auth, its cookie name, its deployment's URLs."""
+        self.app = app
+        self.cookie_name = app.config.cookie_name
+        self.routes: dict[str, Callable[[dict[str, Any]], tuple | None]] = {
+            "/": self.index,
+            "/profile": self.profile,
+            "/auth/request": self.auth_request,
+        }
+        greeting = json.dumps({"message": "Bienvenue"}).encode()
+        self.greeting = ("index", "200 OK", self.headers("index", greeting), greeting)
+
+    def answer(self, environ: dict[str, Any]) -> tuple | None:
+        """(endpoint, status line, headers, body) for a request it answers, else None.
+
+        Any exception declines too: the Werkzeug path then meets it again and answers
+        it as every other error (a 503 for the database, the catch-all's logged 500),
+        so no error is handled twice over or differently here."""
+        if environ.get("REQUEST_METHOD") != "GET":
+            return None
+        route = self.routes.get(environ.get("PATH_INFO", ""))
+        if route is None:
+            return None
+        try:
+            return route(environ)
+        except Exception:  # noqa: BLE001 - declined: see the docstring
+            return None
+
+    @staticmethod
+    def headers(endpoint: str, body: bytes) -> list[tuple[str, str]]:
+        """The headers of a JSON answer of `endpoint`, in Werkzeug's order."""
+        return [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *caching_headers(endpoint),
+            NOSNIFF,
+        ]
+
+    def index(self, environ: dict[str, Any]) -> tuple:
+        """GET /: the greeting, made once."""
+        return self.greeting
+
+    def live_user(self, environ: dict[str, Any]) -> User | None:
+        """The user of the request's live session, or None."""
+        found = self.app.auth.get_session(cookie_in(environ, self.cookie_name))
+        return None if found is None else found[0]
+
+    def profile(self, environ: dict[str, Any]) -> tuple | None:
+        """GET /profile with a live session: the email."""
+        user = self.live_user(environ)
+        if user is None:
+            return None
+        body = json.dumps({"email": user.email}).encode()
+        return "profile", "200 OK", self.headers("profile", body), body
+
+    def auth_request(self, environ: dict[str, Any]) -> tuple | None:
+        """GET /auth/request with a live session (and an original URL of this
+        deployment, when the proxy names one): 200 with Remote-User, Remote-Email."""
+        original = environ.get("HTTP_X_ORIGINAL_URL")
+        if original is not None and not self.app.is_deployment_url(
+            original, own_origin(environ)
+        ):
+            return None
+        user = self.live_user(environ)
+        if user is None:
+            return None
+        body = json.dumps({"email": user.email}).encode()
+        headers = self.headers("auth_request", body)
+        headers[2:2] = [("Remote-User", str(user.id)), ("Remote-Email", user.email)]
+        return "auth_request", "200 OK", headers, body
+
+
+def own_origin(environ: dict[str, Any]) -> str:
+    """The origin this request came to: `Request.host_url` without its slash, from
+    the same two Werkzeug functions."""
+    return get_current_url(environ["wsgi.url_scheme"], get_host(environ)).rstrip("/")
 
 
 class AuthApp:
@@ -2026,6 +2166,8 @@ class AuthApp:
         # Bound once: routing looks only at the path and the method, so the per-request
         # `bind_to_environ` (host, scheme, script name) would be work thrown away.
         self.routes = URL_MAP.bind("authsvc")
+        self.static_routes = static_routes(URL_MAP)
+        self.hot = HotPath(self)
         # Read once: they change only with a new release.
         self.openapi_document = OPENAPI_PATH.read_bytes()
         self.docs_page = DOCS_PAGE_PATH.read_bytes()
@@ -2339,7 +2481,9 @@ class AuthApp:
         (nginx's `error_page 401` turns it into the browser's redirect). nginx takes
         only 2xx, 401 and 403 from here: an original URL not of this deployment is 403."""
         original = request.headers.get("X-Original-URL")
-        if original is not None and not self.is_deployment_url(original, request):
+        if original is not None and not self.is_deployment_url(
+            original, request.host_url.rstrip("/")
+        ):
             raise Forbidden("the original URL is not one of this deployment's")
         found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
         if found is not None:
@@ -2355,7 +2499,9 @@ class AuthApp:
         original URL comes from X-Forwarded-Proto, -Host and -Uri: 400 if it is not
         of this deployment (never an open redirect)."""
         original = forwarded_url(request)
-        if original is not None and not self.is_deployment_url(original, request):
+        if original is not None and not self.is_deployment_url(
+            original, request.host_url.rstrip("/")
+        ):
             raise BadRequest("the original URL is not one of this deployment's")
         found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
         if found is not None:
@@ -2388,9 +2534,10 @@ class AuthApp:
         base = self.config.public_url or f"{parts.scheme}://{parts.netloc}"
         return f"{base}/ui/login?rd={quote(original, safe='')}"
 
-    def is_deployment_url(self, url: str, request: ApiRequest) -> bool:
+    def is_deployment_url(self, url: str, request_origin: str) -> bool:
         """True for an absolute http(s) URL whose origin is the service's own (its
-        public one, or this request's) or one of AUTHSVC_ALLOWED_ORIGINS."""
+        public one, or `request_origin`, the one the request came to) or one of
+        AUTHSVC_ALLOWED_ORIGINS."""
         if len(url) > MAX_ORIGINAL_URL_CHARS or any(c in url for c in "\\\r\n\t "):
             return False
         try:
@@ -2404,7 +2551,7 @@ class AuthApp:
         ):
             return False
         origin = f"{parts.scheme}://{parts.netloc}".lower()
-        own = {request.host_url.rstrip("/").lower(), self.config.public_url.lower()}
+        own = {request_origin.lower(), self.config.public_url.lower()}
         return origin in own or origin in self.config.allowed_origins
 
     # -- account self-service (SPEC v3): every route needs the session cookie, but the
@@ -2847,19 +2994,20 @@ class AuthApp:
     def dispatch_request(self, request: ApiRequest) -> Response:
         """Route the request: a page (`/ui/...`) to pages.py, anything else to its
         `on_<endpoint>` handler through `answer`; then the caching headers."""
-        try:
-            endpoint, arguments = self.routes.match(request.path, request.method)
-        except HTTPException as error:  # 404, 405
-            return http_error_response(error, request.environ)
+        endpoint = self.static_routes.get((request.path, request.method))
+        arguments: Mapping[str, Any] = {}
+        if endpoint is None:  # a path with a variable part, or none of ours
+            try:
+                endpoint, arguments = self.routes.match(request.path, request.method)
+            except HTTPException as error:  # 404, 405
+                return http_error_response(error, request.environ)
         request.route = endpoint
         if endpoint.startswith("ui_"):
             response = self.pages.show(request, endpoint, arguments)
         else:
             response = self.answer(request, endpoint, arguments)
-        if endpoint in NO_STORE_ENDPOINTS:
-            response.headers["Cache-Control"] = "no-store"
-        if endpoint in COOKIE_ENDPOINTS:
-            response.headers["Vary"] = "Cookie"
+        for name, value in caching_headers(endpoint):
+            response.headers[name] = value
         return response
 
     def answer(
@@ -2898,6 +3046,14 @@ class AuthApp:
     ) -> Iterable[bytes]:
         """The WSGI entry point, and the one place that catches unexpected errors."""
         started = time.perf_counter()
+        written = self.hot.answer(environ)
+        if written is not None:
+            endpoint, status, headers, body = written
+            start_response(status, headers)
+            self.metrics.request(
+                endpoint, "GET", int(status[:3]), time.perf_counter() - started
+            )
+            return [body]
         request = ApiRequest(environ)
         try:
             response = self.dispatch_request(request)
@@ -2912,9 +3068,7 @@ class AuthApp:
                 "".join(traceback.format_tb(error.__traceback__)).rstrip(),
             )
             response = json_response({"message": "internal server error"}, 500)
-        # Every answer says what it is (JSON; a page's HTML); nosniff stops a browser
-        # from guessing otherwise (and, say, running a body as script).
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers[NOSNIFF[0]] = NOSNIFF[1]
         self.metrics.request(
             request.route,
             request.method,

@@ -190,6 +190,11 @@ _SELECT_SESSION_AND_USER = (
     "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
 )
 
+# Where the user's columns start in that row, and where email_verified is among them
+# (an INTEGER 0/1 on SQLite, a BOOLEAN on PostgreSQL: a bool in User).
+_SESSION_WIDTH = len(SESSION_COLUMNS)
+_EMAIL_VERIFIED = USER_COLUMNS.index("email_verified")
+
 # The columns of `reset_tokens` (migration 7): one row per live token.
 RESET_TOKEN_COLUMNS = ("digest", "user_id", "expires_at")
 
@@ -340,6 +345,12 @@ class SqliteDialect:
     legacy_keys = "email_key >= ? AND email_key < ?"
 
     @staticmethod
+    def fetch_values(conn: sqlite3.Connection, sql: str, params: tuple) -> list:
+        """The rows of one statement as sequences of values in column order (a
+        sqlite3.Row is one), for reading by position."""
+        return conn.execute(sql, params).fetchall()
+
+    @staticmethod
     def sql(text: str) -> str:
         """`text` as this database's driver takes it (sqlite3 takes `?` itself)."""
         return text
@@ -400,6 +411,15 @@ class PostgresDialect:
     # Several hosts may start at once: the first to take this lock migrates, the others
     # wait and then find nothing to do. The number is arbitrary, the same everywhere.
     MIGRATION_LOCK_KEY = 7_244_637_001
+
+    @staticmethod
+    def fetch_values(conn: Any, sql: str, params: tuple) -> list:
+        """The rows of one statement as tuples in column order: a cursor of its own
+        with psycopg's tuple_row (the connection's dict_row would merge two columns
+        of one name)."""
+        from psycopg.rows import tuple_row
+
+        return conn.cursor(row_factory=tuple_row).execute(sql, params).fetchall()
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
@@ -776,12 +796,18 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_PREFIXED_USER_KEYS = tuple("user_" + column for column in USER_COLUMNS)
+
+
 def _user_from_row(row: Any, prefix: str = "") -> User:
     """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name).
 
     `email_verified` is an INTEGER 0/1 on SQLite and a BOOLEAN on PostgreSQL: a bool here.
     """
-    values = {column: row[prefix + column] for column in USER_COLUMNS}
+    keys = _PREFIXED_USER_KEYS if prefix == "user_" else USER_COLUMNS
+    if prefix not in ("", "user_"):
+        keys = tuple(prefix + column for column in USER_COLUMNS)
+    values = {column: row[key] for column, key in zip(USER_COLUMNS, keys, strict=True)}
     values["email_verified"] = bool(values["email_verified"])
     return User(**values)
 
@@ -847,6 +873,7 @@ class Store:
             else SqliteConnections(self.path)
         )
         self._local = threading.local()  # the connection of an open transaction
+        self._session_check = self.dialect.sql(_SELECT_SESSION_AND_USER)
 
     # ====================================================================================
     # Lifecycle: the schema, connections and transactions
@@ -1255,13 +1282,19 @@ class Store:
     def find_session(self, digest: str) -> tuple[Session, User] | None:
         """The session whose id has this digest, with its user; None if there is none.
 
-        Live or not: the caller decides with its clock. One indexed lookup.
+        Live or not: the caller decides with its clock. One indexed lookup. The session
+        check of every authenticated request: its statement is translated once, and the
+        row is read by position (both dataclasses' fields are in the SELECT's order),
+        not column by column by name.
         """
         with self._conn() as conn:
-            rows = self._execute(conn, _SELECT_SESSION_AND_USER, (digest,)).fetchall()
+            rows = self.dialect.fetch_values(conn, self._session_check, (digest,))
         if not rows:
             return None
-        return _session_from_row(rows[0]), _user_from_row(rows[0], prefix="user_")
+        values = rows[0]
+        user = list(values[_SESSION_WIDTH:])
+        user[_EMAIL_VERIFIED] = bool(user[_EMAIL_VERIFIED])
+        return Session(*values[:_SESSION_WIDTH]), User(*user)
 
     def touch_session(self, session_id: int, now: float, stale_before: float) -> None:
         """Record a use of session `session_id` at `now`, if the recorded one is older
