@@ -49,6 +49,7 @@ from werkzeug.exceptions import (
     NotFound,
     RequestEntityTooLarge,
     RequestTimeout,
+    SecurityError,
     TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
@@ -541,10 +542,6 @@ class Auth:
         idle = self._config.session_idle_ttl
         return now - idle if idle else -math.inf
 
-    def _is_live(self, session: Session, now: float) -> bool:
-        """True while the session is within both its absolute and its idle lifetime."""
-        return now < session.expires_at and session.last_used_at > self._live_after(now)
-
     def session_ends_at(self, session: Session) -> float:
         """When the session ends if it is not used again (Unix seconds)."""
         idle = self._config.session_idle_ttl
@@ -607,13 +604,37 @@ class Auth:
         if found is None:
             return None
         session, user = found
-        now = self._clock()
-        if not self._is_live(session, now):
+        if not self._live_and_noted(
+            session.id, session.expires_at, session.last_used_at
+        ):
             return None
-        stale_before = now - self._use_grain
-        if session.last_used_at < stale_before:
-            self._db.touch_session(session.id, now, stale_before)
         return user, session
+
+    def live_session_user(self, session_id: str | None) -> tuple[int, str] | None:
+        """`get_session` for the hot path: (the user's id, email) of a live session, or
+        None; records the use the same way, from a five-column read."""
+        if not session_id:
+            return None
+        found = self._db.session_check(_digest(session_id))
+        if found is None:
+            return None
+        row_id, expires_at, last_used_at, user_id, email = found
+        if not self._live_and_noted(row_id, expires_at, last_used_at):
+            return None
+        return user_id, email
+
+    def _live_and_noted(
+        self, row_id: int, expires_at: float, last_used_at: float
+    ) -> bool:
+        """True while a session is within both lifetimes; then, if its recorded use is
+        older than the grain, record this one (a conditional UPDATE: Store.touch_session)."""
+        now = self._clock()
+        if not (now < expires_at and last_used_at > self._live_after(now)):
+            return False
+        stale_before = now - self._use_grain
+        if last_used_at < stale_before:
+            self._db.touch_session(row_id, now, stale_before)
+        return True
 
     def get_user_from_session_id(self, session_id: str | None) -> User | None:
         """The user whose live session this is, or None (no id, unknown id, or ended)."""
@@ -2047,6 +2068,10 @@ def static_routes(url_map: Map) -> dict[tuple[str, str], str]:
     return found
 
 
+# The paths the hot path answers, and their URL_MAP endpoints.
+HOT_ENDPOINTS = {"/": "index", "/profile": "profile", "/auth/request": "auth_request"}
+
+
 class HotPath:
     """The answers every protected request waits for, written out by hand.
 
@@ -2078,18 +2103,16 @@ class HotPath:
     def answer(self, environ: dict[str, Any]) -> tuple | None:
         """(endpoint, status line, headers, body) for a request it answers, else None.
 
-        Any exception declines too: the Werkzeug path then meets it again and answers
-        it as every other error (a 503 for the database, the catch-all's logged 500),
-        so no error is handled twice over or differently here."""
+        The database's errors leave as they are (`AuthApp.database_failure` answers
+        them); anything else unexpected reaches the catch-all, as on the other path."""
         if environ.get("REQUEST_METHOD") != "GET":
             return None
         route = self.routes.get(environ.get("PATH_INFO", ""))
-        if route is None:
-            return None
-        try:
-            return route(environ)
-        except Exception:  # noqa: BLE001 - declined: see the docstring
-            return None
+        return None if route is None else route(environ)
+
+    def endpoint(self, environ: dict[str, Any]) -> str:
+        """The endpoint of a path the hot path answers ("profile" for /profile)."""
+        return HOT_ENDPOINTS[environ.get("PATH_INFO", "")]
 
     @staticmethod
     def headers(endpoint: str, body: bytes) -> list[tuple[str, str]]:
@@ -2105,33 +2128,36 @@ class HotPath:
         """GET /: the greeting, made once."""
         return self.greeting
 
-    def live_user(self, environ: dict[str, Any]) -> User | None:
-        """The user of the request's live session, or None."""
-        found = self.app.auth.get_session(cookie_in(environ, self.cookie_name))
-        return None if found is None else found[0]
+    def live_user(self, environ: dict[str, Any]) -> tuple[int, str] | None:
+        """(id, email) of the user of the request's live session, or None."""
+        return self.app.auth.live_session_user(cookie_in(environ, self.cookie_name))
 
     def profile(self, environ: dict[str, Any]) -> tuple | None:
         """GET /profile with a live session: the email."""
         user = self.live_user(environ)
         if user is None:
             return None
-        body = json.dumps({"email": user.email}).encode()
+        body = json.dumps({"email": user[1]}).encode()
         return "profile", "200 OK", self.headers("profile", body), body
 
     def auth_request(self, environ: dict[str, Any]) -> tuple | None:
         """GET /auth/request with a live session (and an original URL of this
         deployment, when the proxy names one): 200 with Remote-User, Remote-Email."""
         original = environ.get("HTTP_X_ORIGINAL_URL")
-        if original is not None and not self.app.is_deployment_url(
-            original, own_origin(environ)
-        ):
-            return None
+        if original is not None:
+            try:
+                origin = own_origin(environ)
+            except SecurityError:  # a Host of characters no host has: the 400's path
+                return None
+            if not self.app.is_deployment_url(original, origin):
+                return None
         user = self.live_user(environ)
         if user is None:
             return None
-        body = json.dumps({"email": user.email}).encode()
+        user_id, email = user
+        body = json.dumps({"email": email}).encode()
         headers = self.headers("auth_request", body)
-        headers[2:2] = [("Remote-User", str(user.id)), ("Remote-Email", user.email)]
+        headers[2:2] = [("Remote-User", str(user_id)), ("Remote-Email", email)]
         return "auth_request", "200 OK", headers, body
 
 
@@ -3046,18 +3072,29 @@ class AuthApp:
     ) -> Iterable[bytes]:
         """The WSGI entry point, and the one place that catches unexpected errors."""
         started = time.perf_counter()
-        written = self.hot.answer(environ)
-        if written is not None:
-            endpoint, status, headers, body = written
-            start_response(status, headers)
-            self.metrics.request(
-                endpoint, "GET", int(status[:3]), time.perf_counter() - started
-            )
-            return [body]
-        request = ApiRequest(environ)
+        request = None
         try:
-            response = self.dispatch_request(request)
+            try:
+                written = self.hot.answer(environ)
+            except (DatabaseBusy, DatabaseUnavailable) as error:
+                # The database failed under the session check: its 503 now, as the
+                # Werkzeug path answers it, rather than a second wait for the database.
+                request = ApiRequest(environ)
+                response = self.database_failure(
+                    request, self.hot.endpoint(environ), error
+                )
+            else:
+                if written is not None:
+                    endpoint, status, headers, body = written
+                    start_response(status, headers)
+                    self.metrics.request(
+                        endpoint, "GET", int(status[:3]), time.perf_counter() - started
+                    )
+                    return [body]
+                request = ApiRequest(environ)
+                response = self.dispatch_request(request)
         except Exception as error:  # noqa: BLE001 - the one catch-all, at the boundary
+            request = request or ApiRequest(environ)
             # Log where and which class, never the exception's text: it can quote the
             # request (a password, a token). The traceback's frames say where it arose.
             logger.error(
@@ -3076,6 +3113,19 @@ class AuthApp:
             time.perf_counter() - started,
         )
         return response(environ, start_response)
+
+    def database_failure(
+        self, request: ApiRequest, endpoint: str, error: Exception
+    ) -> Response:
+        """The 503 of a database that failed under the hot path's session check: the
+        status and message DOMAIN_ERRORS gives it, the endpoint's caching headers, as
+        the Werkzeug path would answer (test_hot_path.py compares them)."""
+        request.route = endpoint
+        status, message = DOMAIN_ERRORS[type(error)]
+        response = json_response({"message": message}, status)
+        for name, value in caching_headers(endpoint):
+            response.headers[name] = value
+        return response
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]

@@ -190,6 +190,11 @@ _SELECT_SESSION_AND_USER = (
     "FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
 )
 
+# The hot path's session check: the same lookup, five columns.
+_SELECT_HOT_CHECK = (
+    "SELECT s.id, s.expires_at, s.last_used_at, u.id, u.email"
+    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id WHERE s.digest = ?"
+)
 # Where the user's columns start in that row, and where email_verified is among them
 # (an INTEGER 0/1 on SQLite, a BOOLEAN on PostgreSQL: a bool in User).
 _SESSION_WIDTH = len(SESSION_COLUMNS)
@@ -845,6 +850,47 @@ class _DriverErrors:
                 raise translated from None
 
 
+class _Connection:
+    """`with store._conn() as conn:` the open transaction's connection, else one
+    borrowed for the block; a driver error leaving the block (or the borrowing) leaves
+    as the store's own, by the dialect's `translate`.
+
+    A class rather than a @contextmanager generator: every store call passes through
+    one, the session check of every request included, and this costs less.
+    """
+
+    __slots__ = ("borrowed", "store", "timeout")
+
+    def __init__(self, store: Store, timeout: float | None) -> None:
+        """For one call of `store`'s; nothing borrowed yet."""
+        self.store = store
+        self.timeout = timeout
+        self.borrowed: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> Any:
+        """The transaction's connection, or a borrowed one."""
+        current = getattr(self.store._local, "conn", None)
+        if current is not None:
+            return current
+        with self.store._translating():
+            borrowed = self.store._connections.borrow(self.timeout)
+            connection = borrowed.__enter__()
+        self.borrowed = borrowed
+        return connection
+
+    def __exit__(
+        self, kind: object, error: BaseException | None, traceback: object
+    ) -> None:
+        """Give a borrowed connection back; raise the store's error for a driver's."""
+        if self.borrowed is not None:
+            with self.store._translating():
+                self.borrowed.__exit__(kind, error, traceback)
+        if isinstance(error, Exception):
+            translated = self.store.dialect.translate(error)
+            if translated is not None:
+                raise translated from None
+
+
 class Store:
     """The users, sessions and counters of one database: a SQLite file or PostgreSQL.
 
@@ -874,6 +920,7 @@ class Store:
         )
         self._local = threading.local()  # the connection of an open transaction
         self._session_check = self.dialect.sql(_SELECT_SESSION_AND_USER)
+        self._hot_check = self.dialect.sql(_SELECT_HOT_CHECK)
 
     # ====================================================================================
     # Lifecycle: the schema, connections and transactions
@@ -1024,18 +1071,11 @@ class Store:
         """
         self._connections.close()
 
-    @contextmanager
-    def _conn(self, timeout: float | None = None) -> Iterator[Any]:
+    def _conn(self, timeout: float | None = None) -> _Connection:
         """A connection for one store call: the open transaction's, else a borrowed one
         (waiting at most `timeout` for it on PostgreSQL). Driver errors leave the block
-        as the store's own (`_translating`)."""
-        current = getattr(self._local, "conn", None)
-        with self._translating():
-            if current is not None:
-                yield current
-            else:
-                with self._connections.borrow(timeout) as conn:
-                    yield conn
+        as the store's own (see `_Connection`)."""
+        return _Connection(self, timeout)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -1295,6 +1335,15 @@ class Store:
         user = list(values[_SESSION_WIDTH:])
         user[_EMAIL_VERIFIED] = bool(user[_EMAIL_VERIFIED])
         return Session(*values[:_SESSION_WIDTH]), User(*user)
+
+    def session_check(self, digest: str) -> tuple[int, float, float, int, str] | None:
+        """The hot path's question (authsvc.HotPath): for the session whose id has this
+        digest, (its row id, expires_at, last_used_at, its user's id, email); None if
+        there is none. `find_session`'s one indexed lookup, with only what a live
+        session's answer needs, so no row becomes two dataclasses."""
+        with self._conn() as conn:
+            rows = self.dialect.fetch_values(conn, self._hot_check, (digest,))
+        return tuple(rows[0]) if rows else None
 
     def touch_session(self, session_id: int, now: float, stale_before: float) -> None:
         """Record a use of session `session_id` at `now`, if the recorded one is older

@@ -164,3 +164,41 @@ def test_the_cookie_is_read_as_werkzeugs_parser_reads_it(header: str) -> None:
     if expected is not None and not expected.isascii():
         expected = None
     assert cookie_in({"HTTP_COOKIE": header}, "session_id") == expected
+
+
+@pytest.mark.parametrize("path", ["/profile", "/auth/request"])
+def test_a_database_failing_under_the_check_is_the_same_503_asked_once(
+    app_and_cookie: tuple[AuthApp, str], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The database going away under the hot path's check: the Werkzeug path's 503,
+    after one wait for the database, not two (test_hosts.py's outage: within 10 s)."""
+    from store import DatabaseUnavailable
+
+    app, session_id = app_and_cookie
+    calls = []
+
+    def unavailable(session: str | None) -> None:
+        calls.append(session)
+        raise DatabaseUnavailable("the database does not answer")
+
+    monkeypatch.setattr(app.auth, "get_session", unavailable)  # the Werkzeug path's
+    monkeypatch.setattr(app.auth, "live_session_user", unavailable)  # the hot path's
+    hot, werkzeug = both_ways(
+        app, method="GET", path=path, headers={"Cookie": f"session_id={session_id}"}
+    )
+    assert hot == werkzeug
+    assert hot[0] == "503 SERVICE UNAVAILABLE"
+    assert len(calls) == 2  # one per request: each path asked once
+
+
+def test_a_host_no_host_has_is_declined_to_the_werkzeug_path(
+    app_and_cookie: tuple[AuthApp, str],
+) -> None:
+    app, session_id = app_and_cookie
+    headers = {
+        "Cookie": f"session_id={session_id}",
+        "Host": "bad host\x7f",
+        "X-Original-URL": "http://localhost/",
+    }
+    hot, werkzeug = both_ways(app, method="GET", path="/auth/request", headers=headers)
+    assert hot == werkzeug and hot[0][:1] == "4"
