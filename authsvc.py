@@ -2137,7 +2137,7 @@ class HotPath:
         user = self.live_user(environ)
         if user is None:
             return None
-        body = json.dumps({"email": user[1]}).encode()
+        body = email_body(user[1])
         return "profile", "200 OK", self.headers("profile", body), body
 
     def auth_request(self, environ: dict[str, Any]) -> tuple | None:
@@ -2155,10 +2155,16 @@ class HotPath:
         if user is None:
             return None
         user_id, email = user
-        body = json.dumps({"email": email}).encode()
+        body = email_body(email)
         headers = self.headers("auth_request", body)
         headers[2:2] = [("Remote-User", str(user_id)), ("Remote-Email", email)]
         return "auth_request", "200 OK", headers, body
+
+
+def email_body(email: str) -> bytes:
+    """`json.dumps({"email": email})`'s bytes, with the string alone through the encoder
+    (the same escaping, without the walk over a dict)."""
+    return b'{"email": ' + json.dumps(email).encode() + b"}"
 
 
 def own_origin(environ: dict[str, Any]) -> str:

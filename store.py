@@ -568,6 +568,12 @@ def _postgres_settings() -> dict[str, Any]:
     }
 
 
+# This process's id, kept current across forks by the interpreter's fork hook: the
+# connection check of every request compares against it without a getpid() system call.
+_PROCESS = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, os.getpid()))
+
+
 class SqliteConnections:
     """A SQLite connection per thread, opened on first use and kept."""
 
@@ -614,10 +620,10 @@ class SqliteConnections:
     def thread_connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (and again after a fork)."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or self._local.pid != _PROCESS[0]:
             conn = connect(self.path)
             self._local.conn = conn
-            self._local.pid = os.getpid()
+            self._local.pid = _PROCESS[0]
         return conn
 
     def close(self) -> None:

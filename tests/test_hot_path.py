@@ -202,3 +202,13 @@ def test_a_host_no_host_has_is_declined_to_the_werkzeug_path(
     }
     hot, werkzeug = both_ways(app, method="GET", path="/auth/request", headers=headers)
     assert hot == werkzeug and hot[0][:1] == "4"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(email=st.text())
+def test_the_hand_made_body_is_json_dumps_own(email: str) -> None:
+    import json
+
+    from authsvc import email_body
+
+    assert email_body(email) == json.dumps({"email": email}).encode()
