@@ -2068,7 +2068,7 @@ def static_routes(url_map: Map) -> dict[tuple[str, str], str]:
     return found
 
 
-# The paths the hot path answers, and their URL_MAP endpoints.
+# The paths the hot path answers, and their URL_MAP endpoints (HotPath's method names).
 HOT_ENDPOINTS = {"/": "index", "/profile": "profile", "/auth/request": "auth_request"}
 
 
@@ -2092,10 +2092,9 @@ class HotPath:
         """Answer for `app`: its Auth, its cookie name, its deployment's URLs."""
         self.app = app
         self.cookie_name = app.config.cookie_name
+        # Each path's answer is the method named for its endpoint.
         self.routes: dict[str, Callable[[dict[str, Any]], tuple | None]] = {
-            "/": self.index,
-            "/profile": self.profile,
-            "/auth/request": self.auth_request,
+            path: getattr(self, endpoint) for path, endpoint in HOT_ENDPOINTS.items()
         }
         greeting = json.dumps({"message": "Bienvenue"}).encode()
         self.greeting = ("index", "200 OK", self.headers("index", greeting), greeting)
