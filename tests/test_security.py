@@ -20,7 +20,7 @@ from conftest import AuthActions, FakeClock, client_for, query
 from werkzeug.test import Client
 
 import authsvc
-from authsvc import Auth, AuthApp, Config, _bcrypt_cost
+from authsvc import Auth, Config, _bcrypt_cost
 
 EMAIL = "bob@example.com"
 PASSWORD = "s3cret pw"
@@ -256,11 +256,24 @@ def test_every_response_says_nosniff(client: Client, method: str, path: str) -> 
     )
 
 
+@pytest.mark.parametrize(
+    ("owner", "method", "path"),
+    [
+        ("AuthApp", "on_health", "/health"),  # the Werkzeug path
+        ("Auth", "live_session_user", "/profile"),  # the hand-written one
+    ],
+)
 def test_a_500_says_nosniff_and_json(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: str,
+    method: str,
+    path: str,
 ) -> None:
-    monkeypatch.setattr(AuthApp, "on_index", lambda self, request: 1 / 0)
-    response = client.get("/")
+    import authsvc
+
+    monkeypatch.setattr(getattr(authsvc, owner), method, lambda *_: 1 / 0)
+    response = client.get(path)
     assert response.status_code == 500
     assert response.json == {"message": "internal server error"}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
