@@ -367,6 +367,8 @@ class Pages:
         )
         message = note.get("message") if isinstance(note.get("message"), str) else ""
         values.setdefault("notice", message)
+        # Where a passkey login on this page sends the browser on (login.html).
+        values.setdefault("next", self.next_page(request))
         values.setdefault("error", "")
         values.setdefault("errors", {})
         html = self.templates.get_template(template).render(
@@ -530,9 +532,7 @@ class Pages:
         """/ui/login: email and password; on to the code page when two-factor asks one."""
         rd = request.args.get("rd", "")
         if request.method == "GET":
-            return self.render(
-                request, "login.html", email="", rd=rd, next=self.next_page(request)
-            )
+            return self.render(request, "login.html", email="", rd=rd)
         answer, body = self.call(request, "login")
         if answer.status_code == 200:
             return self.redirect(
@@ -554,7 +554,6 @@ class Pages:
             body,
             email=self.field(request, "email"),
             rd=rd,
-            next=self.next_page(request),
         )
 
     def login_code(self, request: Request) -> Response:

@@ -1208,3 +1208,11 @@ def test_passkey_events_are_counted_by_outcome(
     assert moved("authsvc_passkey_logins_total", "ok") == 1
     assert moved("authsvc_passkey_logins_total", "refused") == 1
     assert moved("authsvc_passkey_removals_total", "ok") == 1
+
+
+def test_every_page_that_shows_the_login_form_renders_it(bob: Client) -> None:
+    """The login form carries the passkey button's next page: a logout refused for its
+    Origin shows that form too, and must render it (Hypothesis found a 500 here)."""
+    refused = bob.post("/ui/logout", headers={"Origin": ""})
+    assert refused.status_code == 403
+    assert 'data-next="/ui/account"' in refused.get_data(as_text=True)
