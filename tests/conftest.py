@@ -249,6 +249,44 @@ GENEROUS_LIMITS_ENV = {
 }
 
 
+def postgres_database_of_release(
+    postgres: pgserver.PostgresServer,
+    fixture: Path,
+    schema_version: int,
+    tables: tuple[str, ...],
+) -> str:
+    """A new PostgreSQL database as an earlier release left it: migrations 1 to
+    `schema_version` (PostgreSQL's own), then the rows of `tables` copied from the
+    release's SQLite `fixture` (ids kept, sequences moved past them, as copy-db does).
+    Its URL; the caller drops it."""
+    import psycopg
+
+    name = f"release_{schema_version}_{int(time.time() * 1000)}"
+    postgres.sql(f"CREATE DATABASE {name}")
+    url = postgres.url(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statements in store.POSTGRES_MIGRATIONS[:schema_version]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("CREATE TABLE authsvc_schema_version (version INTEGER NOT NULL)")
+        conn.execute(
+            "INSERT INTO authsvc_schema_version VALUES (%s)", (schema_version,)
+        )
+        for table in tables:
+            columns = store.COPIED_TABLES[table]
+            names = ", ".join(columns)
+            for row in query(str(fixture), f"SELECT {names} FROM {table}"):
+                values = [
+                    bool(value) if column == "email_verified" else value
+                    for column, value in zip(columns, row, strict=True)
+                ]
+                marks = ", ".join(["%s"] * len(columns))
+                conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+            if columns[0] == "id":
+                store.PostgresDialect.after_copy(conn, table)
+    return url
+
+
 @pytest.fixture
 def config(database_url: str) -> Config:
     """Settings for one test: its own empty database, bcrypt at the lowest cost, every

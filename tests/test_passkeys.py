@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,14 @@ from typing import Any
 import pgserver
 import pytest
 import requests
-from conftest import FakeClock, assert_error, client_for, query, run_authsvc
+from conftest import (
+    FakeClock,
+    assert_error,
+    client_for,
+    postgres_database_of_release,
+    query,
+    run_authsvc,
+)
 from servers import GunicornServer
 from softauthn import USER_PRESENT, SoftPasskey, b64url, unb64url
 from test_account import at_once
@@ -850,32 +856,12 @@ def test_a_postgresql_database_of_the_previous_release_upgrades(
     """Schema 10 on PostgreSQL (migrations 1 to 10), holding the fixture's users,
     sessions and two-factor rows; start-up applies migration 11, and every one stays
     logged in with two-factor on."""
-    import psycopg
-
-    name = f"release_5_{int(time.time() * 1000)}"
-    postgres.sql(f"CREATE DATABASE {name}")
-    url = postgres.url(name)
-    fixture = str(FIXTURES / "release-5.db")
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statements in store.POSTGRES_MIGRATIONS[:10]:
-            for statement in statements:
-                conn.execute(statement)
-        conn.execute("CREATE TABLE authsvc_schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO authsvc_schema_version VALUES (10)")
-        for table in ("users", "sessions", "two_factor", "recovery_codes"):
-            columns = store.COPIED_TABLES[table]
-            names = ", ".join(columns)
-            for row in query(fixture, f"SELECT {names} FROM {table}"):
-                values = [
-                    bool(value) if column == "email_verified" else value
-                    for column, value in zip(columns, row, strict=True)
-                ]
-                marks = ", ".join(["%s"] * len(columns))
-                conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
-            if (
-                columns[0] == "id"
-            ):  # new rows' ids after the copied ones, as copy-db does
-                store.PostgresDialect.after_copy(conn, table)
+    url = postgres_database_of_release(
+        postgres,
+        FIXTURES / "release-5.db",
+        10,
+        ("users", "sessions", "two_factor", "recovery_codes"),
+    )
     try:
         made = json.loads((FIXTURES / "release-5.json").read_text())
         config = Config(db=url, bcrypt_rounds=4, session_idle_ttl=0)
@@ -898,7 +884,7 @@ def test_a_postgresql_database_of_the_previous_release_upgrades(
         assert logged_in.status_code == 200, logged_in.json
     finally:
         store.close_all_pools()
-        postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        postgres.sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 # -- the bad-input matrix of the JSON-only routes

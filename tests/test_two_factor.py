@@ -31,6 +31,7 @@ from conftest import (
     FakeClock,
     assert_error,
     client_for,
+    postgres_database_of_release,
     query,
     run_authsvc,
 )
@@ -876,30 +877,9 @@ def test_a_postgresql_database_of_the_previous_release_upgrades(
 ) -> None:
     """Schema 9 on PostgreSQL (migrations 1 to 9), holding the fixture's users and
     sessions; start-up applies migration 10 and every one stays logged in."""
-    import psycopg
-
-    name = f"release_4_{int(time.time() * 1000)}"
-    postgres.sql(f"CREATE DATABASE {name}")
-    url = postgres.url(name)
-    fixture = str(FIXTURES / "release-4.db")
-    with psycopg.connect(url, autocommit=True) as conn:
-        for statements in store.POSTGRES_MIGRATIONS[:9]:
-            for statement in statements:
-                conn.execute(statement)
-        conn.execute("CREATE TABLE authsvc_schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO authsvc_schema_version VALUES (9)")
-        for table, columns in (
-            ("users", store.USER_COLUMNS),
-            ("sessions", store.SESSION_COLUMNS),
-        ):
-            names = ", ".join(columns)
-            for row in query(fixture, f"SELECT {names} FROM {table}"):
-                values = [
-                    bool(value) if column == "email_verified" else value
-                    for column, value in zip(columns, row, strict=True)
-                ]
-                marks = ", ".join(["%s"] * len(columns))
-                conn.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+    url = postgres_database_of_release(
+        postgres, FIXTURES / "release-4.db", 9, ("users", "sessions")
+    )
     try:
         made = json.loads((FIXTURES / "release-4.json").read_text())
         config = Config(db=url, bcrypt_rounds=FAST_ROUNDS, session_idle_ttl=0)
@@ -913,7 +893,7 @@ def test_a_postgresql_database_of_the_previous_release_upgrades(
         assert query(url, "SELECT COUNT(*) FROM users") == [(8,)]
     finally:
         store.close_all_pools()
-        postgres.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        postgres.sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 # -- under gunicorn, two workers: once only on every worker
