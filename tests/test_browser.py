@@ -88,21 +88,35 @@ def page(
 ) -> Iterator[object]:
     """The browser, with no cookie and no console line left from an earlier test, and a
     server of the test's own with gunicorn's access log (what arrived, with its status)."""
-    browser.delete_all_cookies()
+    forget_cookies(browser)
     browser.get_log("browser")  # reading empties it
     browser.server = start_server(extra_args=("--access-logfile", "-"))
     yield browser
 
 
-def wait_for(condition: Callable[[], object], what: str) -> object:
-    """Poll until `condition()` is truthy; fail naming `what` after WAIT_SECONDS."""
+def forget_cookies(driver: object) -> None:
+    """Drop every cookie the browser holds, for every host. WebDriver's
+    `delete_all_cookies` drops only the current page's host's: after a test that ended
+    on `localhost`, `127.0.0.1`'s session cookie (cookies ignore the port) would follow
+    into the next test."""
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+
+
+def wait_for(
+    condition: Callable[[], object],
+    what: str,
+    instead: Callable[[], str] | None = None,
+) -> object:
+    """Poll until `condition()` is truthy; fail naming `what` after WAIT_SECONDS (and,
+    with `instead`, what was there at the end)."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    seen = f"; instead: {instead()}" if instead is not None else ""
+    pytest.fail(f"timed out waiting for {what}{seen}")
 
 
 def console_errors(driver: object, *, answers_expected: bool = False) -> list[dict]:
@@ -425,6 +439,7 @@ def on_page(driver: object, path: str) -> None:
     wait_for(
         lambda: driver.current_url.split("#")[0].split("?")[0].endswith(path),
         f"the page {path}",
+        lambda: f"{driver.current_url} titled {driver.title!r}",
     )
     assert console_errors(driver) == [], path
 
@@ -659,5 +674,5 @@ def test_a_person_adds_a_passkey_and_logs_in_with_it_alone(
         lines = console_errors(page, answers_expected=True)
         assert lines == [], lines
     finally:
-        page.delete_all_cookies()  # localhost's, not to follow other tests
+        forget_cookies(page)  # localhost's too, not to follow other tests
         page.remove_virtual_authenticator()

@@ -27,6 +27,7 @@ from servers import GunicornServer
 from test_browser import (
     browser,  # noqa: F401 - the fixture, through getfixturevalue
     console_errors,
+    forget_cookies,
     on_page,
     submit,
 )
@@ -328,7 +329,7 @@ def test_a_browser_logs_in_through_the_proxy_and_lands_back_on_the_application(
 
     proxy, _ = protected
     driver = request.getfixturevalue("browser")
-    driver.delete_all_cookies()
+    forget_cookies(driver)
     driver.get_log("browser")
     driver.get(f"{proxy}/reports?year=2026")
     on_page(driver, "/ui/login")
