@@ -47,6 +47,8 @@ CONTENT_SECURITY_POLICY = (
     "img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'{origins}"
 )
+# What a page says after an action whose API answer carries no message.
+SAID_FOR = {"passkey_rename": "passkey renamed"}
 # What the add-a-passkey form says when it is posted without its script.
 NEEDS_SCRIPT = (
     "A passkey is made by the browser's WebAuthn API, which needs JavaScript: "
@@ -750,7 +752,8 @@ class Pages:
         if action.startswith("passkey_"):
             arguments["public_id"] = self.field(request, "passkey_id")
         answer, body = self.call(request, endpoint, **arguments)
-        message = str(body.get("message", "passkey renamed" if "name" in body else ""))
+        # The API's message; a rename answers the passkey itself, which has none.
+        message = str(body.get("message") or SAID_FOR.get(action, ""))
         if answer.status_code != 200:
             if message == "no valid session":
                 return self.redirect(
