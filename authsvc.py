@@ -1253,7 +1253,7 @@ class Auth:
         """Options for a passwordless login: counted as a login attempt of the client
         (AUTHSVC_CLIENT_MAX_LOGINS), since each makes a challenge row."""
         with self._db.transaction():
-            self._limits.count_passkey_login(ip)
+            self._limits.count_client_login(ip)
         return self.passkeys.login_options()
 
     def log_in_with_passkey(
@@ -1269,7 +1269,7 @@ class Auth:
         PasskeyRefused for anything that does not verify; LoginThrottled;
         EmailNotVerified as a password login."""
         with self._db.transaction():
-            self._limits.count_passkey_failure(ip)
+            self._limits.count_client_failure(ip)
         user_id = self.passkeys.authenticate(challenge_id, credential)
         try:
             user = self._db.find_user_by(id=user_id)
@@ -2400,9 +2400,12 @@ class AuthApp:
         response.headers["WWW-Authenticate"] = self.login_challenge.to_header()
         return response
 
-    def _logged_in(self, request: ApiRequest, user: User, session_id: str) -> Response:
-        """The 200 of a login, with the session cookie."""
-        self.audit(request, "login", "ok", user=user)
+    def _logged_in(
+        self, request: ApiRequest, user: User, session_id: str, event: str = "login"
+    ) -> Response:
+        """The 200 of a login (a password's, or `event` "passkey_login"), with the
+        session cookie."""
+        self.audit(request, event, "ok", user=user)
         # The stored email, not the typed one: the answer names the account it opened.
         response = json_response({"email": user.email, "message": "logged in"})
         self.set_session_cookie(response, session_id)
@@ -2513,7 +2516,7 @@ class AuthApp:
         only 2xx, 401 and 403 from here: an original URL not of this deployment is 403."""
         original = request.headers.get("X-Original-URL")
         if original is not None and not self.is_deployment_url(
-            original, request.host_url.rstrip("/")
+            original, own_origin(request.environ)
         ):
             raise Forbidden("the original URL is not one of this deployment's")
         found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
@@ -2531,7 +2534,7 @@ class AuthApp:
         of this deployment (never an open redirect)."""
         original = forwarded_url(request)
         if original is not None and not self.is_deployment_url(
-            original, request.host_url.rstrip("/")
+            original, own_origin(request.environ)
         ):
             raise BadRequest("the original URL is not one of this deployment's")
         found = self.auth.get_session(session_cookie(request, self.config.cookie_name))
@@ -2936,10 +2939,7 @@ class AuthApp:
         except EmailNotVerified:
             self.audit(request, "passkey_login", "unverified")
             raise
-        self.audit(request, "passkey_login", "ok", user=user)
-        response = json_response({"email": user.email, "message": "logged in"})
-        self.set_session_cookie(response, session_id)
-        return response
+        return self._logged_in(request, user, session_id, event="passkey_login")
 
     def on_password_policy(self, request: ApiRequest) -> Response:
         """GET /account/password_policy: the rules a new password must pass, so a page

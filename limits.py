@@ -122,22 +122,8 @@ class Limits:
         """
         config = self._config
         window = config.login_window
-        self.count_client(
-            "login_all",
-            address,
-            config.client_max_logins,
-            window,
-            "too many logins from this address; try again later",
-            LoginThrottled,
-        )
-        self.count_client(
-            "login_client",
-            address,
-            config.client_max_failures,
-            window,
-            FROM_HERE,
-            LoginThrottled,
-        )
+        self.count_client_login(address)
+        self.count_client_failure(address)
         now = self._clock()
         pair = self._db.count_client_attempt(
             "login_pair", client_key(address), now, window, email=email
@@ -154,13 +140,13 @@ class Limits:
         client's count of all logins keeps it."""
         # In the order count_login takes these rows (client_attempts, then
         # login_attempts): opposite orders would deadlock on PostgreSQL.
-        for key, _ in client_keys(address):
-            self._db.uncount_client_attempt("login_client", key)
+        self.forget_client_failure(address)
         self._db.clear_login_attempts(email)
 
-    def count_passkey_login(self, address: str) -> None:
-        """Count a passwordless login's start (its options, a challenge row) as a login
-        attempt of the client: AUTHSVC_CLIENT_MAX_LOGINS, LoginThrottled past it."""
+    def count_client_login(self, address: str) -> None:
+        """Count a login attempt of the client, any outcome (a passwordless login's
+        start too: its options make a challenge row): AUTHSVC_CLIENT_MAX_LOGINS,
+        LoginThrottled past it."""
         self.count_client(
             "login_all",
             address,
@@ -170,10 +156,11 @@ class Limits:
             LoginThrottled,
         )
 
-    def count_passkey_failure(self, address: str) -> None:
-        """Count a passkey login as a failure of the client before it is checked
+    def count_client_failure(self, address: str) -> None:
+        """Count a login as a failure of the client before it is checked
         (AUTHSVC_CLIENT_MAX_FAILURES, LoginThrottled past it); `forget_client_failure`
-        takes it back when it succeeds. No email is known: no per-email count."""
+        takes it back when it succeeds. A passkey login counts only this and the
+        options' `count_client_login`: no email is known, so no per-email count."""
         self.count_client(
             "login_client",
             address,

@@ -807,18 +807,12 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-_PREFIXED_USER_KEYS = tuple("user_" + column for column in USER_COLUMNS)
-
-
-def _user_from_row(row: Any, prefix: str = "") -> User:
-    """Build a User from a row selected with `_SELECT_USER` (columns named `prefix`+name).
+def _user_from_row(row: Any) -> User:
+    """Build a User from a row selected with `_SELECT_USER`.
 
     `email_verified` is an INTEGER 0/1 on SQLite and a BOOLEAN on PostgreSQL: a bool here.
     """
-    keys = _PREFIXED_USER_KEYS if prefix == "user_" else USER_COLUMNS
-    if prefix not in ("", "user_"):
-        keys = tuple(prefix + column for column in USER_COLUMNS)
-    values = {column: row[key] for column, key in zip(USER_COLUMNS, keys, strict=True)}
+    values = {column: row[column] for column in USER_COLUMNS}
     values["email_verified"] = bool(values["email_verified"])
     return User(**values)
 
