@@ -403,11 +403,16 @@ def submit(driver: object, fields: dict[str, str], button_of: str) -> None:
 
 def press(driver: object, button: object) -> None:
     """Click `button` and wait for the page it leads to (the old one goes stale)."""
-    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     old = driver.find_element(By.TAG_NAME, "html")
     button.click()
+    wait_for_next_page(old)
+
+
+def wait_for_next_page(old: object) -> None:
+    """Wait until the page whose `<html>` element is `old` has been replaced."""
+    from selenium.common.exceptions import WebDriverException
 
     def gone() -> bool:
         # Stale, or (in the instant the new page replaces it) "Node with given id
@@ -573,7 +578,7 @@ def test_the_login_page_works_with_the_keyboard_alone(page: object) -> None:
     keys.send_keys(account["email"], Keys.TAB, account["password"]).perform()
     old = page.find_element(By.TAG_NAME, "html")
     keys.send_keys(Keys.ENTER).perform()
-    wait_for(lambda: old != page.find_element(By.TAG_NAME, "html"), "the next page")
+    wait_for_next_page(old)
     on_page(page, "/ui/account")
     assert page.find_element(By.ID, "account-email").text == account["email"]
 
